@@ -1,0 +1,130 @@
+"""ArviZ export: every result (MAP point, NUTS draws, SVI draws, Pyro draws) goes through
+:func:`to_datatree`, which names dimensions after tasks and features.
+
+Dimension names
+---------------
+``task`` and ``task_`` (the two axes of a task × task matrix), ``feature``, and
+``source_task`` / ``target_task`` for directed task graphs (AMTL's B, GAMTL's C). Variables not
+in :data:`DEFAULT_DIMS` keep ArviZ's automatic dimension names unless ``dims`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["DEFAULT_DIMS", "to_datatree", "from_mcmc", "from_point", "omega_to_corr",
+           "task_relation_summary"]
+
+DEFAULT_DIMS = {
+    "W": ["feature", "task"],
+    "W_raw": ["feature", "task"],
+    "b": ["task"],
+    "noise": ["task"],
+    "omega": ["task", "task_"],
+    "omega_corr": ["task", "task_"],
+    "omega_scale": ["task"],
+    "omega_inv": ["task", "task_"],
+    "transfer_graph": ["source_task", "target_task"],
+    "transfer_graph_inclusion": ["source_task", "target_task"],
+    "combination": ["source_task", "target_task"],
+}
+
+
+def omega_to_corr(omega: np.ndarray) -> np.ndarray:
+    """(..., m, m) covariance → correlation (zero-variance tasks get zero off-diagonals)."""
+    sd = np.sqrt(np.clip(np.diagonal(omega, axis1=-2, axis2=-1), 0.0, None))
+    denom = sd[..., :, None] * sd[..., None, :]
+    corr = np.divide(omega, denom, out=np.zeros_like(omega), where=denom > 0)
+    idx = np.arange(omega.shape[-1])
+    corr[..., idx, idx] = 1.0
+    return corr
+
+
+def to_datatree(samples: dict, *, task_names, feature_names=None, dims=None,
+                sample_stats=None, observed=None, attrs=None):
+    """Build an ArviZ DataTree from draws shaped ``(chain, draw, ...)``.
+
+    Adds ``omega_corr`` when ``omega`` is present. ``observed`` is an optional dict of
+    observed-data arrays (with their own ``dims`` entries).
+    """
+    from arviz_base import from_dict
+
+    posterior = {k: np.asarray(v) for k, v in samples.items()}
+    if "omega" in posterior and "omega_corr" not in posterior:
+        posterior["omega_corr"] = omega_to_corr(posterior["omega"])
+    all_dims = {k: v for k, v in DEFAULT_DIMS.items()}
+    all_dims.update(dims or {})
+    m = len(task_names)
+    coords = {"task": list(task_names), "task_": list(task_names),
+              "source_task": list(task_names), "target_task": list(task_names)}
+    if feature_names is not None:
+        coords["feature"] = list(feature_names)
+    groups = {"posterior": posterior}
+    if sample_stats:
+        groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
+    if observed:
+        groups["observed_data"] = {k: np.asarray(v) for k, v in observed.items()}
+    used = set().union(*(g.keys() for g in groups.values()))
+    var_dims = {}
+    for k, v in all_dims.items():
+        if k not in used:
+            continue
+        arr = next(g[k] for g in groups.values() if k in g)
+        shape = arr.shape[2:] if k in posterior or k in groups.get("sample_stats", {}) \
+            else arr.shape
+        if len(shape) == len(v) and all(
+            coords.get(d) is None or len(coords[d]) == n for d, n in zip(v, shape, strict=True)
+        ):
+            var_dims[k] = v
+    dt = from_dict(groups, dims=var_dims, coords=coords, attrs=attrs or {})
+    dt.attrs["n_tasks"] = m
+    return dt
+
+
+def from_mcmc(mcmc, *, task_names, feature_names=None, var_names=None, dims=None, attrs=None):
+    """DataTree from a NumPyro ``MCMC`` run (draws grouped by chain; divergences kept)."""
+    samples = mcmc.get_samples(group_by_chain=True)
+    if var_names is not None:
+        samples = {k: v for k, v in samples.items() if k in var_names}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {}
+    if "diverging" in extra:
+        stats["diverging"] = np.asarray(extra["diverging"])
+    if "num_steps" in extra:
+        stats["n_steps"] = np.asarray(extra["num_steps"])
+    return to_datatree(samples, task_names=task_names, feature_names=feature_names, dims=dims,
+                       sample_stats=stats, attrs=attrs)
+
+
+def from_point(params: dict, *, task_names, feature_names=None, dims=None, attrs=None):
+    """DataTree holding a point estimate (MAP) as one chain with one draw."""
+    samples = {k: np.asarray(v)[None, None] for k, v in params.items()}
+    return to_datatree(samples, task_names=task_names, feature_names=feature_names, dims=dims,
+                       attrs=attrs)
+
+
+def task_relation_summary(dt, var_name: str = "omega_corr", ci_prob: float = 0.89):
+    """One row per task pair (upper triangle): posterior mean, equal-tailed ``ci_prob``
+    interval, R-hat and bulk/tail ESS of ``var_name`` (a ``task × task_`` variable)."""
+    from arviz_stats import ess, rhat
+
+    da = dt.posterior[var_name]
+    names = list(da.coords[da.dims[-2]].values)
+    values = da.values  # (chain, draw, m, m)
+    lo, hi = np.quantile(values, [(1 - ci_prob) / 2, (1 + ci_prob) / 2], axis=(0, 1))
+    mean = values.mean(axis=(0, 1))
+    n_chain, n_draw = values.shape[:2]
+    if n_chain * n_draw > 1:
+        r = rhat(da, method="rank").values if n_chain > 1 else np.full(mean.shape, np.nan)
+        eb = ess(da, method="bulk").values
+        et = ess(da, method="tail").values
+    else:
+        r = eb = et = np.full(mean.shape, np.nan)
+    iu, ju = np.triu_indices(len(names), k=1)
+    pct = f"{int(round(100 * ci_prob))}%"
+    return pd.DataFrame({
+        "task": [names[i] for i in iu], "task_": [names[j] for j in ju],
+        "mean": mean[iu, ju], f"lower_{pct}": lo[iu, ju], f"upper_{pct}": hi[iu, ju],
+        "r_hat": r[iu, ju], "ess_bulk": eb[iu, ju], "ess_tail": et[iu, ju],
+    })
