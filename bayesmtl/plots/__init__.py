@@ -1,0 +1,1 @@
+"""Plots: functions of an ArviZ DataTree (never of estimator internals)."""
