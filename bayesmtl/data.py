@@ -116,7 +116,9 @@ def _validated(X, y, task, task_names, feature_names, kind) -> MultiTaskData:
     if len(set(task_names)) != m:
         raise ValueError("task names must be unique")
     if task.size and (task.min() < 0 or task.max() >= m):
-        raise ShapeMismatchError(f"task indices must lie in [0, {m}); got {task.min()}..{task.max()}")
+        raise ShapeMismatchError(
+            f"task indices must lie in [0, {m}); got {task.min()}..{task.max()}"
+        )
     task = task.astype(np.int32)
     X = X.astype(np.float64)
     y = y.astype(np.float64)
@@ -156,6 +158,33 @@ def _validated(X, y, task, task_names, feature_names, kind) -> MultiTaskData:
         kind=kind,
         label_values=label_values,
     )
+
+
+def task_index(task_names, labels) -> np.ndarray:
+    """(n,) indices of ``labels`` (compared as str) in ``task_names``; unknown labels raise
+    :class:`UnknownTaskError`."""
+    lookup = {str(t): i for i, t in enumerate(task_names)}
+    out = np.empty(len(labels), dtype=np.int32)
+    for k, t in enumerate(np.asarray(labels).tolist()):
+        i = lookup.get(str(t))
+        if i is None:
+            m = len(task_names)
+            raise UnknownTaskError(
+                f"unknown task {str(t)!r}; the model knows {m} tasks "
+                f"({', '.join(map(str, task_names[:5]))}{' …' if m > 5 else ''})"
+            )
+        out[k] = i
+    return out
+
+
+def check_features(X, n_features: int) -> np.ndarray:
+    """Validate prediction-time features: 2-D, ``n_features`` columns, finite."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ShapeMismatchError(f"X must have shape (n, {n_features}); got {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise NonFiniteError(f"X holds {int((~np.isfinite(X)).sum())} NaN/inf value(s)")
+    return X
 
 
 # ----------------------------------------------------------------------------- container
@@ -308,17 +337,7 @@ class MultiTaskData:
 
     def task_index(self, names) -> np.ndarray:
         """Map task names to indices; unknown names raise :class:`UnknownTaskError`."""
-        lookup = {t: i for i, t in enumerate(self.task_names)}
-        out = []
-        for t in np.asarray(names).tolist():
-            key = str(t)
-            if key not in lookup:
-                raise UnknownTaskError(
-                    f"unknown task {key!r}; the model knows {self.n_tasks} tasks "
-                    f"({', '.join(self.task_names[:5])}{' …' if self.n_tasks > 5 else ''})"
-                )
-            out.append(lookup[key])
-        return np.asarray(out, dtype=np.int32)
+        return task_index(self.task_names, names)
 
     def subset(self, rows: np.ndarray) -> MultiTaskData:
         """Rows by index (or boolean mask); every task must keep at least one row."""

@@ -77,8 +77,8 @@ def to_datatree(samples: dict, *, task_names, feature_names=None, dims=None,
             coords.get(d) is None or len(coords[d]) == n for d, n in zip(v, shape, strict=True)
         ):
             var_dims[k] = v
-    dt = from_dict(groups, dims=var_dims, coords=coords, attrs=attrs or {})
-    dt.attrs["n_tasks"] = m
+    dt = from_dict(groups, dims=var_dims, coords=coords)
+    dt.attrs.update(attrs or {}, n_tasks=m)
     return dt
 
 
@@ -116,6 +116,7 @@ def task_relation_summary(dt, var_name: str = "omega_corr", ci_prob: float = 0.8
     mean = values.mean(axis=(0, 1))
     n_chain, n_draw = values.shape[:2]
     if n_chain * n_draw > 1:
+        da = da.where(~np.eye(len(names), dtype=bool), 0.0)  # constant diagonal: no R-hat
         r = rhat(da, method="rank").values if n_chain > 1 else np.full(mean.shape, np.nan)
         eb = ess(da, method="bulk").values
         et = ess(da, method="tail").values
