@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+import bayesmtl  # noqa: F401  (enables x64 before any JAX work)
+from bayesmtl import MultiTaskData
+
+
+def make_regression(seed=0, d=5, sizes=(15, 20, 25, 30), noise=1.0, omega=None):
+    """Small ragged regression problem drawn from the matrix-normal model."""
+    rng = np.random.default_rng(seed)
+    m = len(sizes)
+    omega = np.eye(m) if omega is None else omega
+    W = rng.normal(size=(d, m)) @ np.linalg.cholesky(omega).T
+    tasks = []
+    for i, n in enumerate(sizes):
+        X = rng.normal(size=(n, d))
+        tasks.append((X, X @ W[:, i] + 0.5 * i + noise * rng.normal(size=n)))
+    return MultiTaskData.from_tasks(tasks, task_names=[f"t{i}" for i in range(m)]), W
+
+
+@pytest.fixture
+def small_regression():
+    return make_regression()[0]
