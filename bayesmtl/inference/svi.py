@@ -27,8 +27,10 @@ def run_svi(model, *model_args, guide="normal", num_steps=5000, learning_rate=0.
     svi = SVI(model, auto, Adam(learning_rate), Trace_ELBO())
     key_fit, key_draw = jax.random.split(jax.random.PRNGKey(seed))
     result = svi.run(key_fit, num_steps, *model_args, progress_bar=progress_bar, **model_kwargs)
-    draws = Predictive(model, guide=auto, params=result.params, num_samples=num_samples,
-                       exclude_deterministic=False)(key_draw, *model_args,
-                                                    **{**model_kwargs, "y": None})
-    samples = {k: np.asarray(v)[None] for k, v in draws.items() if k != "y"}
+    key_latent, key_det = jax.random.split(key_draw)
+    latents = auto.sample_posterior(key_latent, result.params, *model_args,
+                                    sample_shape=(num_samples,), **model_kwargs)
+    derived = Predictive(model, posterior_samples=latents)(key_det, *model_args,
+                                                           **{**model_kwargs, "y": None})
+    samples = {k: np.asarray(v)[None] for k, v in {**derived, **latents}.items() if k != "y"}
     return result, samples
