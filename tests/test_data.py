@@ -4,9 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmtl.data import (EmptyTaskError, LabelError, MultiTaskData, NonFiniteError,
-                           ShapeMismatchError, SingleClassWarning, Standardizer,
-                           UnknownTaskError)
+from bayesmtl.data import (
+    EmptyTaskError,
+    LabelError,
+    MultiTaskData,
+    NonFiniteError,
+    ShapeMismatchError,
+    SingleClassWarning,
+    Standardizer,
+    UnknownTaskError,
+)
 from bayesmtl.datasets import load_digits_split, load_school, load_sklearn_digits
 
 

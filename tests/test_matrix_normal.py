@@ -4,7 +4,6 @@ import cvxpy as cp
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_regression
 
 from bayesmtl import priors as P
 from bayesmtl.inference.map import map_estimate, neg_log_joint
