@@ -1,0 +1,701 @@
+r"""AMTL: asymmetric multi-task learning with a loss-weighted, directed transfer graph.
+
+Lee, Yang & Hwang (ICML 2016). m tasks with d features; task t has rows (x_tj, y_tj),
+parameters w_t (column t of W (d, m)) and an unpenalised intercept b_t. The transfer graph
+B (m, m) (NumPyro site ``transfer_graph``) has B ≥ 0, zero diagonal; B[s, t] is the transfer
+from source task s to target task t, column t (``b_t^i``) holds the incoming edges of t and
+row s (``b_s^o``) the outgoing edges of s.
+
+Objective (1) (λ = ``lam``, μ = ``mu``), with L_t the per-task mean loss (squared or
+logistic; multiplied by c_t = 1/√n_t in the imbalance variant)::
+
+    F(W, b, B) = Σ_t (1 + μ ‖b_t^o‖₁) L_t(w_t, b_t) + λ ‖W - W B‖²_F
+               = Σ_t L_t + μ Σ_{s,t} Λ_s B[s, t] + λ Σ_t ‖w_t - W b_t^i‖²,   Λ = diag(L).
+
+Bayesian reading (the MAP form, :func:`amtl_map_model`)
+-------------------------------------------------------
+* **Reconstruction prior** (a prior on W given B, unnormalised):
+  ``p(W | B) ∝ Π_t N(w_t | Σ_s B[s, t] w_s, (1/2λ) I_d) ∝ exp(-λ ‖W(I - B)‖²_F)``.
+  As a density in W its normaliser is ``(2λ/π)^{md/2} |det(I - B)|^d``; it depends on B and is
+  dropped, so the factor is not a conditional density of W.
+* **Tempered likelihood** (loss-based, unnormalised): task t's likelihood enters as the Gibbs
+  factor ``exp(-(1 + μ ‖b_t^o‖₁) L_t)``, i.e. each row's log-likelihood is tempered by
+  ``τ_t = (1 + μ ‖b_t^o‖₁) c_t / n_t``. For the logistic loss this is exactly
+  ``Bernoulli(y | sigmoid(f))^τ_t``; for the squared loss it is the N(f, 1/2) kernel
+  ``exp(-(y - f)²)`` without its normaliser, which would otherwise depend on B through τ_t.
+  Equivalently, in the column form the same term is a **loss-dependent sparsity prior** on B:
+  ``B[s, t] ~ Exponential(rate = μ Λ_s)`` (half-Laplace), whose rate depends on W through the
+  source task's loss and whose normaliser ``μ Λ_s`` is dropped.
+* W and b have flat (improper) priors.
+
+Hence ``-log p(W, b, B, y)`` of the MAP form equals F up to a constant (tested), and MAP is
+exactly the paper's estimator. Sampling that object is not sensible (improper, data-dependent
+rates), so posterior sampling uses the **proper-prior variant** :func:`amtl_model`:
+
+    B[s, t] ~ Exponential(μ Λ̂_s)  (s ≠ t),  Λ̂ = task losses of a MAP fit (empirical Bayes),
+    W (I - B) = E,  E_{kt} ~ N(0, 1/(2λ))        (W = E (I - B)⁻¹: a linear SEM, proper;
+                                                 density exp(-λ‖W(I-B)‖²) |det(I - B)|^d),
+    b_t ~ N(0, intercept_scale²),  y_tj ~ N(f_tj, σ_t²) or Bernoulli(sigmoid(f_tj)).
+
+At fixed Λ = Λ̂ its negative log joint differs from F only by the normalisers named above
+(``-d log|det(I - B)|`` and constants) when the likelihood is given the MAP form's tempering.
+
+Variants (the paper's ablations): ``"amtl"`` (Algorithm 1), ``"curriculum"`` (Algorithm 2 with
+selection rule (5) and update (6)), ``"noloss"`` (Λ = I: plain ℓ1 on B, no tempering),
+``"imbalance"`` (L_t → c_t L_t, c_t = 1/√n_t), ``"smtl"`` (symmetric B). The paper's SMTL asks
+for a positive semidefinite B; a PSD matrix with zero diagonal is zero, so SMTL here keeps the
+zero diagonal and imposes B = Bᵀ ≥ 0 (symmetric transfer, same objective (1)).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+
+from ..data import CLASSIFICATION, DataError, MultiTaskData
+from ..inference.solvers import fista
+from .losses import LOSSES, linear_predictor
+from .matrix_normal import ConvergenceWarning
+from .reconstruction import reconstruction_residual, zero_diagonal
+
+__all__ = ["VARIANTS", "AMTLResult", "HyperparameterError", "TransferGraphError",
+           "TooFewSamplesError", "amtl_objective", "amtl_map_model", "amtl_model",
+           "map_model_inputs", "transfer_graph_step", "fit_amtl", "fit_stl", "predict_amtl",
+           "task_losses", "check_task_sizes"]
+
+VARIANTS = ("amtl", "curriculum", "noloss", "imbalance", "smtl")
+
+
+class HyperparameterError(ValueError):
+    """λ or μ outside its domain."""
+
+
+class TransferGraphError(ValueError):
+    """A user-supplied transfer graph violates B ≥ 0, zero diagonal (or symmetry for SMTL)."""
+
+
+class TooFewSamplesError(DataError):
+    """A task has too few rows (or classes) for its loss to be informative."""
+
+
+class AMTLResult(NamedTuple):
+    """MAP of AMTL.
+
+    W : (d, m) task parameters; b : (m,) intercepts (zeros without intercept);
+    transfer_graph : (m, m) B, B[s, t] = transfer from source s to target t;
+    task_loss : (m,) L_t at the result (c_t-scaled for "imbalance": the Λ of the B-step);
+    objective : F at the result (objective (1)); history : F after every outer iteration
+    (every curriculum step for "curriculum"); n_iter : outer iterations (or m);
+    converged : relative change of F below tol (always True for the one-pass curriculum);
+    order : (m,) task order π of Algorithm 2 for "curriculum", else None;
+    variant, lam, mu, loss, fit_intercept : the settings used.
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    transfer_graph: np.ndarray
+    task_loss: np.ndarray
+    objective: float
+    history: np.ndarray
+    n_iter: int
+    converged: bool
+    order: np.ndarray | None
+    variant: str
+    lam: float
+    mu: float
+    loss: str
+    fit_intercept: bool
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_hyperparameters(lam, mu) -> None:
+    """λ must be positive and finite, μ non-negative and finite."""
+    if not (np.isfinite(lam) and lam > 0):
+        raise HyperparameterError(f"lam (λ, weight of the reconstruction prior) must be "
+                                  f"positive and finite; got {lam}")
+    if not (np.isfinite(mu) and mu >= 0):
+        raise HyperparameterError(f"mu (μ, weight of the loss-weighted sparsity on the "
+                                  f"transfer graph) must be non-negative and finite; got {mu}")
+
+
+def check_task_sizes(data: MultiTaskData, loss: str, fit_intercept: bool) -> None:
+    """Each task must have more rows than its unpenalised parameters can fit exactly.
+
+    With an intercept, a squared-loss task needs n_t ≥ 2 and a logistic task both classes
+    (so n_t ≥ 2); otherwise the intercept alone drives L_t to 0 (Λ_t = 0 makes the task a
+    free source of transfer) or to -∞ (the logistic intercept diverges).
+    """
+    n = data.n_per_task
+    need = 2 if (fit_intercept or loss == "logistic") else 1
+    small = np.flatnonzero(n < need)
+    if small.size:
+        names = ", ".join(f"{data.task_names[i]} (n={n[i]})" for i in small[:10])
+        raise TooFewSamplesError(f"task(s) with fewer than {need} rows for the {loss} loss"
+                                 f"{' with an intercept' if fit_intercept else ''}: {names}")
+    if loss == "logistic":
+        pos = np.bincount(data.task, weights=data.y, minlength=data.n_tasks)
+        single = np.flatnonzero((pos == 0) | (pos == n))
+        if single.size:
+            names = ", ".join(str(data.task_names[i]) for i in single[:10])
+            raise TooFewSamplesError(f"task(s) with one class only cannot be fitted with the "
+                                     f"logistic loss (the MAP diverges): {names}")
+
+
+def check_transfer_graph(B, m: int, symmetric: bool = False) -> np.ndarray:
+    """Validate a warm-start transfer graph: shape (m, m), finite, B ≥ 0, zero diagonal."""
+    B = np.asarray(B, dtype=np.float64)
+    if B.shape != (m, m):
+        raise TransferGraphError(f"transfer_graph must have shape ({m}, {m}); got {B.shape}")
+    if not np.all(np.isfinite(B)):
+        raise TransferGraphError("transfer_graph holds NaN/inf values")
+    if (B < 0).any():
+        s, t = np.argwhere(B < 0)[0]
+        raise TransferGraphError(f"transfer_graph must be non-negative (B ≥ 0); entry "
+                                 f"[{s}, {t}] = {B[s, t]:.3g} (and {int((B < 0).sum()) - 1} more)")
+    if np.any(np.diag(B) != 0):
+        t = int(np.flatnonzero(np.diag(B) != 0)[0])
+        raise TransferGraphError(f"transfer_graph must have a zero diagonal (a task never "
+                                 f"transfers to itself); B[{t}, {t}] = {B[t, t]:.3g}")
+    if symmetric and not np.allclose(B, B.T):
+        raise TransferGraphError("SMTL needs a symmetric transfer_graph (B = Bᵀ)")
+    return B
+
+
+# ----------------------------------------------------------------------------- task arrays
+
+
+class TaskArrays(NamedTuple):
+    """Per-task padded arrays (m tasks, n_max rows each).
+
+    X : (m, n_max, D) features with a trailing ones column when fitting intercepts (D = d + 1);
+    y : (m, n_max); weight : (m, n_max) row weight c_t / n_t (0 on padding rows).
+    """
+
+    X: jax.Array
+    y: jax.Array
+    weight: jax.Array
+
+
+def task_weights(data: MultiTaskData, variant: str) -> np.ndarray:
+    """(m,) c_t: 1/√n_t for "imbalance", else 1."""
+    n = data.n_per_task.astype(np.float64)
+    return 1.0 / np.sqrt(n) if variant == "imbalance" else np.ones_like(n)
+
+
+def task_arrays(data: MultiTaskData, variant: str, fit_intercept: bool) -> TaskArrays:
+    m, n_max, d = data.n_tasks, int(data.n_per_task.max()), data.n_features
+    D = d + int(fit_intercept)
+    X = np.zeros((m, n_max, D))
+    y = np.zeros((m, n_max))
+    w = np.zeros((m, n_max))
+    c = task_weights(data, variant)
+    for t, (Xt, yt) in enumerate(data.tasks()):
+        n = len(yt)
+        X[t, :n, :d] = Xt
+        if fit_intercept:
+            X[t, :n, d] = 1.0
+        y[t, :n] = yt
+        w[t, :n] = c[t] / n
+    return TaskArrays(jnp.asarray(X), jnp.asarray(y), jnp.asarray(w))
+
+
+
+def _row_derivatives(f, y, loss):
+    """Per-row loss and its first and second derivatives in f (squared or logistic)."""
+    if loss == "squared":
+        return (y - f) ** 2, 2.0 * (f - y), jnp.full_like(f, 2.0)
+    p = jax.nn.sigmoid(f)
+    return LOSSES["logistic"](f, y), p - y, p * (1.0 - p)
+
+
+def task_losses(theta, arrays: TaskArrays, loss: str):
+    """(m,) per-task (c_t-weighted) mean losses L_t at θ (m, D), row t = (w_t, b_t)."""
+    f = jnp.einsum("tnk,tk->tn", arrays.X, theta)
+    return jnp.sum(arrays.weight * _row_derivatives(f, arrays.y, loss)[0], axis=1)
+
+
+def unpack(theta, d: int):
+    """θ (m, D) → W (d, m), b (m,) (zeros when D = d, i.e. no intercept)."""
+    b = theta[:, d] if theta.shape[1] > d else jnp.zeros(theta.shape[0], theta.dtype)
+    return theta[:, :d].T, b
+
+
+def amtl_objective(theta, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
+                   loss_dependent: bool = True):
+    """Objective (1), ``Σ_t L_t + μ Σ_{s,t} Λ_s B[s,t] + λ ‖W - W B‖²_F``.
+
+    θ (m, D) rows (w_t, b_t); B (m, m) (diagonal ignored); Λ = diag(L) for the loss-dependent
+    variants (so the first two terms are Σ_t (1 + μ‖b_t^o‖₁) L_t), Λ = I for "noloss".
+    """
+    L = task_losses(theta, arrays, loss)
+    W = unpack(theta, d)[0]
+    B = zero_diagonal(B)
+    source = L if loss_dependent else jnp.ones_like(L)
+    return (jnp.sum(L) + mu * jnp.sum(source * jnp.sum(B, axis=1))
+            + lam * jnp.sum(reconstruction_residual(W, B) ** 2))
+
+
+# ----------------------------------------------------------------------------- W-step (2)
+
+
+def _newton(value, grad_hess, theta0, max_iter=50, tol=1e-14):
+    """Damped Newton (Armijo backtracking) for a smooth convex function of θ; stops when half
+    the squared Newton decrement is below ``tol * max(1, |F|)``. Exact in one step for a
+    quadratic (squared loss)."""
+    shape = theta0.shape
+
+    def step(s):
+        theta, f, _, it = s
+        g, H = grad_hess(theta)
+        g = g.ravel()
+        jitter = 1e-13 * jnp.maximum(1.0, jnp.trace(H) / H.shape[0])
+        delta = jnp.linalg.solve(H + jitter * jnp.eye(H.shape[0]), -g)
+        decrement = -jnp.vdot(g, delta)
+
+        def not_enough(a):
+            return (value(theta + a * delta.reshape(shape)) > f - 1e-4 * a * decrement) & \
+                (a > 1e-10)
+
+        a = jax.lax.while_loop(not_enough, lambda a: 0.5 * a, 1.0)
+        new = theta + a * delta.reshape(shape)
+        return new, value(new), decrement, it + 1
+
+    def cond(s):
+        _, f, decrement, it = s
+        return (it < max_iter) & (0.5 * decrement > tol * jnp.maximum(1.0, jnp.abs(f)))
+
+    theta, *_ = jax.lax.while_loop(cond, step, (theta0, value(theta0), jnp.inf, 0))
+    return theta
+
+
+def _penalty_selector(D: int, d: int):
+    """(D,) 1 on the d feature coordinates, 0 on the intercept (not reconstructed)."""
+    return jnp.concatenate([jnp.ones(d), jnp.zeros(D - d)])
+
+
+def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
+           loss_dependent: bool = True):
+    """Problem (2): argmin_θ Σ_t τ_t L_t(θ_t) + λ ‖W (I - B)‖²_F, all tasks jointly.
+
+    τ_t = 1 + μ ‖b_t^o‖₁ (1 for "noloss"). Newton's method on the exact (mD × mD) Hessian
+    ``blockdiag(τ_t ∇²L_t) + 2λ (I - B)(I - B)ᵀ ⊗ E`` (E selects w from (w, b)); for the
+    squared loss this is one linear solve.
+    """
+    m, D = theta0.shape
+    B = zero_diagonal(B)
+    tempering = 1.0 + mu * jnp.sum(B, axis=1) if loss_dependent else jnp.ones(m)
+    IB = jnp.eye(m) - B
+    M = IB @ IB.T
+    E = _penalty_selector(D, d)
+
+    def value(theta):
+        W = theta[:, :d].T
+        return (jnp.sum(tempering * task_losses(theta, arrays, loss))
+                + lam * jnp.sum((W @ IB) ** 2))
+
+    def grad_hess(theta):
+        f = jnp.einsum("tnk,tk->tn", arrays.X, theta)
+        _, g1, g2 = _row_derivatives(f, arrays.y, loss)
+        scale = tempering[:, None] * arrays.weight
+        coupling = 2.0 * lam * (theta[:, :d].T @ M).T  # (m, d)
+        g = jnp.einsum("tn,tnk->tk", scale * g1, arrays.X) + jnp.pad(coupling,
+                                                                     ((0, 0), (0, D - d)))
+        blocks = jnp.einsum("tn,tni,tnj->tij", scale * g2, arrays.X, arrays.X)
+        H = (jnp.einsum("ts,tij->tisj", jnp.eye(m), blocks)
+             + jnp.einsum("ts,ij->tisj", 2.0 * lam * M, jnp.diag(E)))
+        return g, H.reshape(m * D, m * D)
+
+    return _newton(value, grad_hess, theta0)
+
+
+def single_task_step(theta_t, X_t, y_t, weight_t, tempering, target, lam, loss: str, d: int):
+    """Update (6) for one task: argmin τ L_t(θ_t) + λ ‖w_t - target‖² (θ_t (D,), target (d,))."""
+    D = theta_t.shape[0]
+    E = _penalty_selector(D, d)
+    target = jnp.pad(target, (0, D - d))
+
+    def value(theta):
+        f = X_t @ theta[0]
+        return (tempering * jnp.sum(weight_t * _row_derivatives(f, y_t, loss)[0])
+                + lam * jnp.sum((E * (theta[0] - target)) ** 2))
+
+    def grad_hess(theta):
+        f = X_t @ theta[0]
+        _, g1, g2 = _row_derivatives(f, y_t, loss)
+        g = tempering * X_t.T @ (weight_t * g1) + 2.0 * lam * E * (theta[0] - target)
+        H = tempering * (X_t.T * (weight_t * g2)) @ X_t + 2.0 * lam * jnp.diag(E)
+        return g, H
+
+    return _newton(value, grad_hess, theta_t[None])[0]
+
+
+# ----------------------------------------------------------------------------- B-step (3)
+
+
+def _graph_masks(m: int, symmetric: bool):
+    """(m, m) mask of the free entries: off-diagonal, or strict upper triangle for SMTL."""
+    return jnp.triu(jnp.ones((m, m)), 1) if symmetric else 1.0 - jnp.eye(m)
+
+
+def _from_free(x, symmetric: bool):
+    return x + x.T if symmetric else x
+
+
+@jax.jit(static_argnames=("symmetric", "max_iter"))
+def _b_step(W, source_loss, lam, mu, B0, symmetric=False, max_iter=20000, tol=1e-12,
+            rtol=1e-8):
+    m = W.shape[1]
+    mask = _graph_masks(m, symmetric)
+    rate = mu * source_loss[:, None] * jnp.ones((1, m))
+    threshold = mask * (rate + rate.T if symmetric else rate)
+    x0 = (jnp.triu(B0, 1) if symmetric else B0) * mask
+
+    def smooth(x):
+        return lam * jnp.sum((W - W @ _from_free(x.reshape(m, m), symmetric)) ** 2)
+
+    def prox(x, step):
+        return (jnp.maximum(x.reshape(m, m) - step * threshold, 0.0) * mask).ravel()
+
+    def penalty(x):
+        return jnp.sum(threshold * x.reshape(m, m))
+
+    lipschitz = 2.0 * lam * (4.0 if symmetric else 1.0) * jnp.linalg.norm(W, 2) ** 2
+    res = fista(smooth, prox, penalty, x0.ravel(), step0=1.0 / jnp.maximum(lipschitz, 1e-300),
+                max_iter=max_iter, tol=tol, rtol=rtol)
+    return _from_free(res.x.reshape(m, m), symmetric), res
+
+
+def transfer_graph_step(W, source_loss, lam, mu, B0=None, *, symmetric=False,
+                        max_iter=20000, tol=1e-12, rtol=1e-8):
+    """B-step: problem (3) for every column at once.
+
+    ``argmin_{B ≥ 0, diag B = 0} Σ_t μ ‖Λ b_t^i‖₁ + λ ‖w_t - W b_t^i‖²`` (a weighted
+    non-negative lasso per column; columns are independent, so one FISTA over the whole matrix
+    with per-entry thresholds μ Λ_s solves all of them). ``symmetric=True`` (SMTL) adds
+    B = Bᵀ (then the columns couple and the free variables are the upper triangle).
+
+    Parameters
+    ----------
+    W : (d, m) task parameters; source_loss : (m,) diagonal of Λ; lam, mu : λ, μ;
+    B0 : (m, m) warm start (default zeros).
+
+    Returns
+    -------
+    B : (m, m) jax array; SolverResult of the FISTA solve (converged flag, KKT residual).
+    """
+    W = jnp.asarray(W)
+    m = W.shape[1]
+    B0 = jnp.zeros((m, m)) if B0 is None else jnp.asarray(B0)
+    return _b_step(W, jnp.asarray(source_loss, W.dtype), lam, mu, B0, symmetric, max_iter, tol,
+                   rtol)
+
+
+# ----------------------------------------------------------------------------- Algorithm 1
+
+
+@jax.jit(static_argnames=("loss", "d", "loss_dependent", "symmetric", "max_iter"))
+def _alternating(theta0, B0, arrays, lam, mu, loss, d, loss_dependent, symmetric, max_iter,
+                 tol):
+    def objective(theta, B):
+        return amtl_objective(theta, B, arrays, lam, mu, loss, d, loss_dependent)
+
+    def body(s):
+        theta, B, _, f, hist, it, _ = s
+        theta = w_step(theta, B, arrays, lam, mu, loss, d, loss_dependent)
+        L = task_losses(theta, arrays, loss)
+        source = L if loss_dependent else jnp.ones_like(L)
+        B, res = _b_step(unpack(theta, d)[0], source, lam, mu, B, symmetric)
+        f_new = objective(theta, B)
+        return theta, B, f, f_new, hist.at[it].set(f_new), it + 1, res.converged
+
+    def cond(s):
+        _, _, f_prev, f, _, it, _ = s
+        return (it < max_iter) & (jnp.abs(f_prev - f) > tol * jnp.maximum(1.0, jnp.abs(f)))
+
+    hist = jnp.full((max_iter,), jnp.nan)
+    init = (theta0, B0, jnp.inf, objective(theta0, B0), hist, 0, jnp.asarray(True))
+    theta, B, f_prev, f, hist, it, b_ok = jax.lax.while_loop(cond, body, init)
+    done = jnp.abs(f_prev - f) <= tol * jnp.maximum(1.0, jnp.abs(f))
+    return theta, B, f, hist, it, done, b_ok
+
+
+# ----------------------------------------------------------------------------- Algorithm 2
+
+
+def _selection_scores(W, R, L, source, untrained, lam, mu):
+    """Rule (5) for every candidate t at once.
+
+    W (d, m) current parameters, R (d, m) residuals r_s = w_s - Σ_j B[π(j), s] w_π(j) after
+    the trained tasks, L (m,) losses, source (m,) Λ, untrained (m,) 0/1. Returns scores (m,)
+    (+inf for trained tasks) and the candidate outgoing edges (m, m): row t holds the
+    closed-form minimiser B[t, s] = max(0, (2λ⟨r_s, w_t⟩ - μΛ_t) / (2λ‖w_t‖²)) over s ∈ U∖t.
+    """
+    m = W.shape[1]
+    C = W.T @ R  # C[t, s] = <w_t, r_s>
+    sq = jnp.maximum(jnp.sum(W**2, axis=0), 1e-300)[:, None]
+    targets = untrained[None, :] * (1.0 - jnp.eye(m))
+    Bc = targets * jnp.maximum(0.0, (2.0 * lam * C - mu * source[:, None]) / (2.0 * lam * sq))
+    r2 = jnp.sum(R**2, axis=0)[None, :]
+    recon = jnp.sum(targets * (r2 - 2.0 * Bc * C + Bc**2 * sq), axis=1)
+    scores = L + mu * source * jnp.sum(Bc, axis=1) + lam * recon
+    return jnp.where(untrained > 0, scores, jnp.inf), Bc
+
+
+@jax.jit(static_argnames=("loss", "d", "loss_dependent"))
+def _curriculum(theta0, arrays, lam, mu, loss, d, loss_dependent):
+    m = theta0.shape[0]
+
+    def body(i, s):
+        theta, B, untrained, order = s
+        W = unpack(theta, d)[0]
+        L = task_losses(theta, arrays, loss)
+        source = L if loss_dependent else jnp.ones_like(L)
+        scores, Bc = _selection_scores(W, reconstruction_residual(W, B), L, source, untrained,
+                                       lam, mu)
+        t = jnp.argmin(scores)
+        B = B.at[t].set(Bc[t])
+        tempering = 1.0 + mu * jnp.sum(Bc[t]) if loss_dependent else 1.0
+        target = W @ B[:, t]  # incoming edges of t, all from trained tasks
+        theta = theta.at[t].set(single_task_step(theta[t], arrays.X[t], arrays.y[t],
+                                                 arrays.weight[t], tempering, target, lam,
+                                                 loss, d))
+        return theta, B, untrained.at[t].set(0.0), order.at[i].set(t)
+
+    init = (theta0, jnp.zeros((m, m)), jnp.ones(m), jnp.zeros(m, dtype=jnp.int32))
+    theta, B, _, order = jax.lax.fori_loop(0, m, body, init)
+    return theta, B, order
+
+
+@jax.jit(static_argnames=("loss", "d"))
+def _stl(arrays, lam, loss, d):
+    """Single-task learning: (2) with B = 0, i.e. each task with penalty λ‖w_t‖²."""
+    m, _, D = arrays.X.shape
+    step = jax.vmap(single_task_step, in_axes=(0, 0, 0, 0, None, 0, None, None, None))
+    return step(jnp.zeros((m, D)), arrays.X, arrays.y, arrays.weight, 1.0, jnp.zeros((m, d)),
+                lam, loss, d)
+
+
+# ----------------------------------------------------------------------------- public fits
+
+
+def _resolve(data: MultiTaskData, variant: str, loss: str | None, fit_intercept: bool):
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
+    if loss is None:
+        loss = "logistic" if data.kind == CLASSIFICATION else "squared"
+    if loss not in ("squared", "logistic"):
+        raise ValueError(f"loss must be 'squared' or 'logistic'; got {loss!r}")
+    if loss == "logistic" and data.kind != CLASSIFICATION:
+        raise ValueError("the logistic loss needs classification data (y in {0, 1})")
+    check_task_sizes(data, loss, fit_intercept)
+    return loss
+
+
+def _initial_theta(data, init, fit_intercept, variant):
+    d, m = data.n_features, data.n_tasks
+    theta = jnp.zeros((m, d + int(fit_intercept)))
+    B = jnp.zeros((m, m))
+    if init is None:
+        return theta, B
+    W0, b0, B0 = init
+    W0 = np.asarray(W0, dtype=np.float64)
+    if W0.shape != (d, m):
+        raise ValueError(f"init W must have shape ({d}, {m}); got {W0.shape}")
+    theta = theta.at[:, :d].set(W0.T)
+    if fit_intercept and b0 is not None:
+        theta = theta.at[:, d].set(jnp.asarray(b0, dtype=jnp.float64).reshape(m))
+    if B0 is not None:
+        B = jnp.asarray(check_transfer_graph(B0, m, symmetric=variant == "smtl"))
+    return theta, B
+
+
+def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
+             loss: str | None = None, *, fit_intercept: bool = True, max_iter: int = 200,
+             tol: float = 1e-10, init=None) -> AMTLResult:
+    """MAP of AMTL (objective (1)) or one of its ablations on ``data``.
+
+    Parameters
+    ----------
+    data : MultiTaskData with m tasks, d features.
+    lam, mu : λ > 0 (reconstruction prior) and μ ≥ 0 (loss-weighted sparsity of B).
+    variant : "amtl" (Algorithm 1: B = 0, then alternate the exact W-step (2) and B-step (3)
+        until the relative change of (1) is below ``tol``), "curriculum" (Algorithm 2, one
+        pass from STL, order returned), "noloss", "imbalance", "smtl" (see module docstring).
+    loss : "squared" (default for regression) or "logistic" (default for classification).
+    fit_intercept : unpenalised, unreconstructed intercepts b_t.
+    max_iter, tol : outer iterations of Algorithm 1 and their relative tolerance.
+    init : optional warm start ``(W (d, m), b (m,) or None, transfer_graph (m, m) or None)``;
+        the graph must satisfy B ≥ 0 and zero diagonal (:class:`TransferGraphError`).
+
+    Returns
+    -------
+    AMTLResult
+    """
+    check_hyperparameters(lam, mu)
+    loss = _resolve(data, variant, loss, fit_intercept)
+    d = data.n_features
+    theta, B = _initial_theta(data, init, fit_intercept, variant)
+    arrays = task_arrays(data, variant, fit_intercept)
+    loss_dependent = variant != "noloss"
+    lam_, mu_ = jnp.asarray(float(lam)), jnp.asarray(float(mu))
+    order = None
+    if variant == "curriculum":
+        if init is not None:
+            raise ValueError("the curriculum (Algorithm 2) starts from STL; init is not used")
+        theta0 = _stl(arrays, lam_, loss, d)
+        theta, B, order = _curriculum(theta0, arrays, lam_, mu_, loss, d, loss_dependent)
+        objective = amtl_objective(theta, B, arrays, lam_, mu_, loss, d, loss_dependent)
+        history, n_iter, converged = np.asarray([objective]), data.n_tasks, True
+        order = np.asarray(order)
+    else:
+        theta, B, objective, history, n_iter, converged, b_ok = _alternating(
+            theta, B, arrays, lam_, mu_, loss, d, loss_dependent, variant == "smtl", max_iter,
+            float(tol))
+        history = np.asarray(history)[: int(n_iter)]
+        n_iter, converged = int(n_iter), bool(converged)
+        if not bool(b_ok):
+            warnings.warn("the last B-step (FISTA) stopped at its iteration cap",
+                          ConvergenceWarning, stacklevel=2)
+        if not converged:
+            warnings.warn(f"AMTL alternation stopped after {n_iter} iterations without a "
+                          f"relative objective change below {tol}", ConvergenceWarning,
+                          stacklevel=2)
+    W, b = unpack(theta, d)
+    L = task_losses(theta, arrays, loss)
+    return AMTLResult(np.asarray(W), np.asarray(b), np.asarray(B), np.asarray(L),
+                      float(objective), history, n_iter, converged, order, variant, float(lam),
+                      float(mu), loss, fit_intercept)
+
+
+def fit_stl(data: MultiTaskData, lam: float, loss: str | None = None, *,
+            fit_intercept: bool = True) -> AMTLResult:
+    """Single-task learning in the same family: (1) with B fixed at 0, i.e. each task
+    minimises L_t + λ‖w_t‖² (ridge / L2-logistic). Also the start of Algorithm 2."""
+    check_hyperparameters(lam, 0.0)
+    loss = _resolve(data, "amtl", loss, fit_intercept)
+    d = data.n_features
+    arrays = task_arrays(data, "amtl", fit_intercept)
+    lam_ = jnp.asarray(float(lam))
+    theta = _stl(arrays, lam_, loss, d)
+    B = jnp.zeros((data.n_tasks, data.n_tasks))
+    objective = float(amtl_objective(theta, B, arrays, lam_, 0.0, loss, d))
+    W, b = unpack(theta, d)
+    return AMTLResult(np.asarray(W), np.asarray(b), np.asarray(B),
+                      np.asarray(task_losses(theta, arrays, loss)), objective,
+                      np.asarray([objective]), 1, True, None, "stl", float(lam), 0.0, loss,
+                      fit_intercept)
+
+
+def predict_amtl(result: AMTLResult, X, task):
+    """(N,) predictions for rows ``X (N, d)`` of tasks ``task (N,)`` (int indices): the linear
+    predictor for squared loss, P(y = 1) for logistic loss."""
+    f = linear_predictor(jnp.asarray(X), jnp.asarray(task), jnp.asarray(result.W),
+                         jnp.asarray(result.b))
+    return np.asarray(jax.nn.sigmoid(f) if result.loss == "logistic" else f)
+
+
+# ----------------------------------------------------------------------------- NumPyro models
+
+
+def _offdiag_index(m: int, symmetric: bool):
+    """Row-major (rows, cols) of the free entries of B: off-diagonal, or s < t for SMTL."""
+    free = np.triu(np.ones((m, m), bool), 1) if symmetric else ~np.eye(m, dtype=bool)
+    return np.nonzero(free)
+
+
+def _transfer_graph(values, m: int, symmetric: bool):
+    """(m, m) B from the vector of free entries; registers the deterministic site."""
+    rows, cols = _offdiag_index(m, symmetric)
+    B = jnp.zeros((m, m), values.dtype).at[rows, cols].set(values)
+    return numpyro.deterministic("transfer_graph", _from_free(B, symmetric))
+
+
+def graph_site_name(symmetric: bool) -> str:
+    """Name of the latent site holding the free entries of B."""
+    return "transfer_graph_upper" if symmetric else "transfer_graph_offdiag"
+
+
+def amtl_map_model(X, task, n_tasks, y, *, lam, mu, weights, loss="squared",
+                   loss_dependent=True, symmetric=False, fit_intercept=True):
+    """The MAP form of AMTL (Gibbs posterior whose negative log density is objective (1)).
+
+    Parameters
+    ----------
+    X : (N, d); task : (N,) int; n_tasks : m; y : (N,) targets (required: the tempered
+        likelihood is a loss factor, not a generative site).
+    lam, mu : λ, μ. weights : (N,) row weights c_t / n_t (see :func:`map_model_inputs`).
+    loss : "squared" or "logistic"; loss_dependent : False for "noloss" (Λ = I);
+    symmetric : SMTL (free entries = upper triangle); fit_intercept : intercept site ``b``.
+
+    Sites: ``W`` (d, m) flat, ``b`` (m,) flat, ``transfer_graph_offdiag`` (m(m-1),) flat on
+    [0, ∞) (``transfer_graph_upper`` for SMTL), deterministic ``transfer_graph`` (m, m);
+    factors ``tempered_likelihood``, ``transfer_sparsity`` ("noloss"), ``reconstruction``.
+    """
+    d, m = X.shape[1], n_tasks
+    W = numpyro.sample("W", dist.ImproperUniform(constraints.real, (), (d, m)))
+    b = (numpyro.sample("b", dist.ImproperUniform(constraints.real, (), (m,)))
+         if fit_intercept else jnp.zeros(m))
+    k = len(_offdiag_index(m, symmetric)[0])
+    free = numpyro.sample(graph_site_name(symmetric),
+                          dist.ImproperUniform(constraints.nonnegative, (), (k,)))
+    B = _transfer_graph(free, m, symmetric)
+    rows = weights * LOSSES[loss](linear_predictor(X, task, W, b), y)
+    L = jax.ops.segment_sum(rows, task, m)
+    if loss_dependent:
+        numpyro.factor("tempered_likelihood", -jnp.sum((1.0 + mu * jnp.sum(B, axis=1)) * L))
+    else:
+        numpyro.factor("tempered_likelihood", -jnp.sum(L))
+        numpyro.factor("transfer_sparsity", -mu * jnp.sum(B))
+    numpyro.factor("reconstruction", -lam * jnp.sum(reconstruction_residual(W, B) ** 2))
+
+
+def map_model_inputs(data: MultiTaskData, variant: str = "amtl"):
+    """``(X, task, n_tasks)`` and ``y``/``weights`` kwargs of :func:`amtl_map_model`."""
+    c = task_weights(data, variant)
+    weights = (c / data.n_per_task)[data.task]
+    return (jnp.asarray(data.X), jnp.asarray(data.task), data.n_tasks), {
+        "y": jnp.asarray(data.y), "weights": jnp.asarray(weights)}
+
+
+def amtl_model(X, task, n_tasks, y=None, *, lam, mu, source_loss, likelihood,
+               weights=None, intercept_scale=10.0, fit_intercept=True, symmetric=False):
+    """The proper-prior AMTL model for posterior sampling (see module docstring).
+
+    Parameters
+    ----------
+    X : (N, d); task : (N,) int; n_tasks : m; y : (N,) or None (prior predictive).
+    lam : λ; the reconstruction residuals W (I - B) are N(0, 1/(2λ)) entry-wise.
+    mu, source_loss : B[s, t] ~ Exponential(μ Λ̂_s) (half-Laplace) for the free entries,
+        Λ̂ = ``source_loss`` (m,), e.g. the task losses of a MAP fit.
+    likelihood : ``Gaussian(...)`` or ``BernoulliLogit()`` (bayesmtl.models.likelihoods).
+    weights : (N,) optional per-row log-likelihood tempering (None: proper likelihood).
+    intercept_scale : b_t ~ N(0, intercept_scale²); symmetric : SMTL's B = Bᵀ.
+
+    Sites: ``transfer_graph_offdiag`` (or ``_upper``), deterministic ``transfer_graph``,
+    ``W_raw`` (d, m) = W (I - B) (non-centred), deterministic ``W``, ``b``, likelihood sites.
+    """
+    d, m = X.shape[1], n_tasks
+    rows, _ = _offdiag_index(m, symmetric)
+    rate = mu * jnp.asarray(source_loss)
+    if symmetric:
+        cols = _offdiag_index(m, True)[1]
+        rate_free = rate[rows] + rate[cols]  # μ(Λ_s + Λ_t) per pair
+    else:
+        rate_free = rate[rows]
+    free = numpyro.sample(graph_site_name(symmetric), dist.Exponential(rate_free).to_event(1))
+    B = _transfer_graph(free, m, symmetric)
+    E = numpyro.sample("W_raw", dist.Normal(0.0, (2.0 * lam) ** -0.5).expand([d, m])
+                       .to_event(2))
+    W = numpyro.deterministic("W", jnp.linalg.solve((jnp.eye(m) - B).T, E.T).T)
+    b = (numpyro.sample("b", dist.Normal(0.0, intercept_scale).expand([m]).to_event(1))
+         if fit_intercept else jnp.zeros(m))
+    return likelihood(linear_predictor(X, task, W, b), task, m, y, weights)
