@@ -1,0 +1,351 @@
+"""AMTL (Lee, Yang & Hwang 2016): objective (1), exact B-step, Theorem 1, curriculum, NUTS,
+plot and bad inputs."""
+
+import warnings
+
+import cvxpy as cp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayesmtl  # noqa: F401  (x64 before any JAX work)
+from bayesmtl import MultiTaskData
+from bayesmtl.data import SingleClassWarning
+from bayesmtl.datasets.synthetic import (
+    EASY_TASKS,
+    GROUPS,
+    HARD_TASKS,
+    amtl_task_parameters,
+    load_amtl_imbalanced,
+    load_amtl_synthetic,
+)
+from bayesmtl.inference.map import neg_log_joint
+from bayesmtl.models import amtl as A
+from bayesmtl.models.matrix_normal import ConvergenceWarning
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def paper_objective_1(data, W, b, B, lam, mu, loss, variant):
+    """Objective (1) written from the paper, task by task:
+    Σ_t (1 + μ‖b_t^o‖₁) L'_t(w_t) + λ ‖w_t - Σ_{s≠t} B_st w_s‖²,  L'_t = c_t L_t, with the
+    mean squared or logistic loss of Section 3; "noloss": Σ_t L_t + μ Σ B + λ‖…‖²."""
+    m = data.n_tasks
+    total = 0.0
+    for t, (X, y) in enumerate(data.tasks()):
+        f = X @ W[:, t] + b[t]
+        if loss == "squared":
+            L = np.mean((y - f) ** 2)
+        else:  # (1 - y) <x, w> + log(1 + exp(-<x, w>)), written as in the paper
+            L = np.mean((1 - y) * f + np.log1p(np.exp(-f)))
+        if variant == "imbalance":
+            L /= np.sqrt(len(y))
+        outgoing = sum(B[t, s] for s in range(m) if s != t)
+        recon = W[:, t] - sum(B[s, t] * W[:, s] for s in range(m) if s != t)
+        if variant == "noloss":
+            total += L + mu * outgoing
+        else:
+            total += (1 + mu * outgoing) * L
+        total += lam * recon @ recon
+    return total
+
+
+def make_tasks(seed, kind="regression", sizes=(12, 15, 20, 9), d=4):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=d)
+    tasks = []
+    for n in sizes:
+        X = rng.normal(size=(n, d))
+        f = X @ (w + 0.3 * rng.normal(size=d))
+        y = f + rng.normal(size=n) if kind == "regression" else (
+            rng.random(n) < 1 / (1 + np.exp(-f))).astype(float)
+        if kind == "classification":
+            y[:2] = [0.0, 1.0]  # both classes in every task
+        tasks.append((X, y))
+    return MultiTaskData.from_tasks(tasks, [f"t{i}" for i in range(len(sizes))], kind=kind)
+
+
+def random_graph(rng, m, symmetric=False):
+    B = rng.random((m, m)) * (rng.random((m, m)) < 0.6)
+    if symmetric:
+        B = np.triu(B, 1) + np.triu(B, 1).T
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+# ----------------------------------------------------------------------------- objective (1)
+
+OBJECTIVE_CASES = [("amtl", "regression"), ("amtl", "classification"),
+                   ("imbalance", "regression"), ("noloss", "regression"),
+                   ("smtl", "regression"), ("noloss", "classification")]
+
+
+@pytest.mark.parametrize("variant,kind", OBJECTIVE_CASES)
+def test_negative_log_joint_is_objective_1(variant, kind):
+    """-log p(W, b, B, y) of the MAP form = objective (1) up to one additive constant, and the
+    solvers' objective equals (1) exactly."""
+    data = make_tasks(1, kind)
+    loss = "logistic" if kind == "classification" else "squared"
+    symmetric = variant == "smtl"
+    args, kwargs = A.map_model_inputs(data, variant)
+    kwargs.update(lam=0.7, mu=1.3, loss=loss, loss_dependent=variant != "noloss",
+                  symmetric=symmetric)
+    arrays = A.task_arrays(data, variant, True)
+    rng = np.random.default_rng(2)
+    m, d = data.n_tasks, data.n_features
+    free = np.triu(np.ones((m, m), bool), 1) if symmetric else ~np.eye(m, dtype=bool)
+    diffs = []
+    for _ in range(4):
+        W, b = rng.normal(size=(d, m)), rng.normal(size=m)
+        B = random_graph(rng, m, symmetric)
+        paper = paper_objective_1(data, W, b, B, 0.7, 1.3, loss, variant)
+        params = {"W": jnp.asarray(W), "b": jnp.asarray(b),
+                  A.graph_site_name(symmetric): jnp.asarray(B[free])}
+        diffs.append(float(neg_log_joint(A.amtl_map_model, args, kwargs, params)) - paper)
+        solver = A.amtl_objective(jnp.asarray(np.c_[W.T, b]), jnp.asarray(B), arrays, 0.7, 1.3,
+                                  loss, d, variant != "noloss")
+        assert float(solver) == pytest.approx(paper, rel=1e-12)
+    assert np.ptp(diffs) < 1e-9 * max(1.0, abs(diffs[0]))
+
+
+# ----------------------------------------------------------------------------- B-step (3)
+
+
+def cvxpy_b_step(W, source_loss, lam, mu, symmetric=False):
+    """Problem (3) column by column (or the symmetric problem as a whole) with cvxpy."""
+    d, m = W.shape
+    if symmetric:
+        B = cp.Variable((m, m), symmetric=True)
+        obj = (mu * cp.sum(cp.multiply(np.outer(source_loss, np.ones(m)), B))
+               + lam * cp.sum_squares(W - W @ B))
+        cons = [B >= 0, cp.diag(B) == 0]
+        prob = cp.Problem(cp.Minimize(obj), cons)
+        prob.solve(solver=cp.CLARABEL)
+        return B.value, prob.value
+    out = np.zeros((m, m))
+    total = 0.0
+    for t in range(m):
+        b = cp.Variable(m)
+        prob = cp.Problem(cp.Minimize(mu * source_loss @ b + lam * cp.sum_squares(W[:, t] - W @ b)),
+                          [b >= 0, b[t] == 0])
+        prob.solve(solver=cp.CLARABEL)
+        out[:, t] = b.value
+        total += prob.value
+    return out, total
+
+
+def b_step_objective(W, B, source_loss, lam, mu):
+    return mu * np.sum(source_loss[:, None] * B) + lam * np.sum((W - W @ B) ** 2)
+
+
+B_STEP_CASES = [("random", False), ("collinear", False), ("random", True)]
+
+
+@pytest.mark.parametrize("kind,symmetric", B_STEP_CASES)
+def test_b_step_matches_cvxpy(kind, symmetric):
+    rng = np.random.default_rng(5)
+    d, m = 8, 6
+    if kind == "random":
+        W = rng.normal(size=(d, m))
+    else:  # two groups of nearly collinear tasks, as in the synthetic set
+        means = rng.normal(size=(d, 2)) * 3
+        W = means[:, [0, 0, 0, 1, 1, 1]] + 0.3 * rng.normal(size=(d, m))
+    source_loss = rng.uniform(0.5, 5.0, size=m)
+    lam, mu = 0.8, 0.4
+    B, res = A.transfer_graph_step(W, source_loss, lam, mu, symmetric=symmetric)
+    B = np.asarray(B)
+    ref, ref_value = cvxpy_b_step(W, source_loss, lam, mu, symmetric)
+    ours = b_step_objective(W, B, source_loss, lam, mu)
+    assert bool(res.converged)
+    assert (B >= 0).all() and np.all(np.diag(B) == 0)
+    if symmetric:
+        np.testing.assert_allclose(B, B.T)
+    assert abs(ours - ref_value) <= 1e-6 * abs(ref_value)
+    assert ours <= b_step_objective(W, ref, source_loss, lam, mu) * (1 + 1e-6)
+
+
+# ----------------------------------------------------------------------------- Theorem 1
+
+
+@pytest.fixture(scope="module")
+def synthetic_fit():
+    train, _, _ = load_amtl_synthetic(seed=0)
+    return train, A.fit_amtl(train, lam=1.0, mu=1.0, fit_intercept=False, tol=1e-13)
+
+
+def test_theorem_1_transfer_leaves_easy_tasks(synthetic_fit):
+    """At the returned optimum of (1) on the synthetic set (seed 0): ≥ 90% of the B mass
+    leaves low-noise tasks (Theorem 1: outgoing transfer ordered by loss), of the mass
+    exchanged between easy and hard tasks ≥ 90% goes easy → hard, no easy task sends less
+    than every hard task of its group, and ≤ 5% of the mass crosses the two groups."""
+    _, r = synthetic_fit
+    B = r.transfer_graph
+    easy, hard = np.array(EASY_TASKS), np.array(HARD_TASKS)
+    total = B.sum()
+    assert total > 0
+    assert B[easy].sum() >= 0.9 * total
+    easy_to_hard, hard_to_easy = B[np.ix_(easy, hard)].sum(), B[np.ix_(hard, easy)].sum()
+    assert easy_to_hard >= 0.9 * (easy_to_hard + hard_to_easy)
+    group = np.zeros(12, int)
+    group[list(GROUPS[1])] = 1
+    assert B[group[:, None] != group[None, :]].sum() <= 0.05 * total
+    outgoing = B.sum(axis=1)
+    for g in GROUPS:
+        e = [t for t in g if t in EASY_TASKS]
+        h = [t for t in g if t in HARD_TASKS]
+        assert outgoing[e].min() >= outgoing[h].max()
+    assert np.all(r.task_loss[easy].max() < r.task_loss[hard].min())
+
+
+def test_alternation_is_monotone_and_stationary(synthetic_fit):
+    """Exact sub-steps: (1) never increases, and the result is a partial optimum — the
+    W-gradient vanishes and a fresh B-step from zero returns the same B."""
+    train, r = synthetic_fit
+    assert r.converged
+    assert np.all(np.diff(r.history) <= 1e-10 * np.abs(r.history[1:]))
+    assert _w_step_gradient(train, r) < 1e-6 * _w_step_gradient(train, r, at_zero=True)
+    B, _ = A.transfer_graph_step(r.W, r.task_loss, 1.0, 1.0)
+    np.testing.assert_allclose(np.asarray(B), r.transfer_graph, atol=1e-4 * r.transfer_graph.max())
+
+
+def _w_step_gradient(train, r, at_zero=False):
+    """Max-norm of the gradient of problem (2) (B and the tempering fixed) at the result
+    (or at W = 0, for scale)."""
+    arrays = A.task_arrays(train, "amtl", False)
+    B = jnp.asarray(r.transfer_graph)
+    tempering = 1.0 + jnp.sum(B, axis=1)
+
+    def problem_2(theta):
+        return (jnp.sum(tempering * A.task_losses(theta, arrays, "squared"))
+                + jnp.sum((theta.T - theta.T @ B) ** 2))
+
+    theta = jnp.zeros_like(r.W.T) if at_zero else jnp.asarray(r.W.T)
+    return float(jnp.max(jnp.abs(jax.grad(problem_2)(theta))))
+
+
+def test_curriculum_order_and_dag():
+    train, _, _ = load_amtl_synthetic(seed=0)
+    r = A.fit_amtl(train, lam=1.0, mu=1.0, variant="curriculum", fit_intercept=False)
+    order = r.order
+    assert sorted(order.tolist()) == list(range(12))
+    rank = np.empty(12, int)
+    rank[order] = np.arange(12)
+    s, t = np.nonzero(r.transfer_graph > 0)
+    assert np.all(rank[s] < rank[t])  # edges only from earlier to later tasks: a DAG
+    assert rank[list(EASY_TASKS)].mean() < rank[list(HARD_TASKS)].mean()
+    assert r.objective == pytest.approx(r.history[-1])
+
+
+def test_smtl_and_noloss_and_imbalance_run():
+    train, _, _ = load_amtl_imbalanced(seed=0, n_features=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        rs = {v: A.fit_amtl(train, 1.0, 0.02, v, fit_intercept=False, max_iter=100)
+              for v in ("smtl", "noloss", "imbalance")}
+    np.testing.assert_allclose(rs["smtl"].transfer_graph, rs["smtl"].transfer_graph.T)
+    n = train.n_per_task
+    raw = np.array([np.mean((y - X @ rs["imbalance"].W[:, t]) ** 2)
+                    for t, (X, y) in enumerate(train.tasks())])
+    np.testing.assert_allclose(rs["imbalance"].task_loss, raw / np.sqrt(n), rtol=1e-10)
+    for r in rs.values():  # exact alternating minimisation never increases (1)
+        assert np.all(np.diff(r.history) <= 1e-10 * np.abs(r.history[1:]))
+        assert r.transfer_graph.sum() > 0
+
+
+# ----------------------------------------------------------------------------- data set
+
+
+def test_synthetic_sets_follow_section_4():
+    train, valid, test = load_amtl_synthetic(seed=3)
+    assert train.n_tasks == 12 and all(np.all(p.n_per_task == 30) for p in (train, valid, test))
+    W = amtl_task_parameters(seed=3)
+    resid = np.array([np.std(y - X @ W[:, t]) for t, (X, y) in enumerate(test.tasks())])
+    assert resid[list(EASY_TASKS)].max() < 10 < 15 < resid[list(HARD_TASKS)].min()
+    imb_train, imb_valid, _ = load_amtl_imbalanced(seed=3)
+    assert np.all(imb_train.n_per_task[list(EASY_TASKS)] == 500)
+    assert np.all(imb_train.n_per_task[list(HARD_TASKS)] == 5)
+    assert np.all(imb_valid.n_per_task == 50)
+    again, _, _ = load_amtl_synthetic(seed=3)
+    np.testing.assert_array_equal(again.X, train.X)
+
+
+# ----------------------------------------------------------------------------- posterior
+
+
+def test_nuts_smoke_and_export_dims():
+    data = make_tasks(4, sizes=(15, 15, 15), d=2)
+    dt = A.sample_amtl(data, 1.0, 1.0, tau=0.1, source_loss=np.array([1.0, 1.0, 4.0]),
+                       num_warmup=100, num_samples=100, num_chains=2, seed=1)
+    for name in ("transfer_graph", "transfer_graph_inclusion"):
+        da = dt.posterior[name]
+        assert da.dims == ("chain", "draw", "source_task", "target_task")
+        assert list(da.coords["target_task"].values) == list(data.task_names)
+    assert dt.posterior["W"].dims == ("chain", "draw", "feature", "task")
+    B = dt.posterior["transfer_graph"].values
+    assert np.all(B >= 0) and np.all(B[..., [0, 1, 2], [0, 1, 2]] == 0)
+    table = A.edge_summary(dt, ci_prob=0.8)
+    assert len(table) == 6
+    assert np.all((table["lower_80%"] <= table["mean"]) & (table["mean"] <= table["upper_80%"]))
+    expected = (B > 0.1).mean(axis=(0, 1))[~np.eye(3, dtype=bool)]
+    np.testing.assert_allclose(table["inclusion_prob"], expected)
+
+
+def test_plot_transfer_graph_draws_one_arrow_per_edge():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.patches import FancyArrowPatch
+
+    from bayesmtl.plots.graph import plot_transfer_graph
+
+    data = make_tasks(6)
+    B = np.array([[0, 1.0, 0.5, 0], [0, 0, 0, 0], [0, 0.2, 0, 0.001], [0, 0, 0, 0]])
+    r = A.fit_stl(data, 1.0)._replace(transfer_graph=B, variant="amtl")
+    fig = plot_transfer_graph(A.amtl_datatree(r, data), min_weight=0.01)
+    arrows = [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == 3  # 0→1, 0→2, 2→1; 2→3 is below 1% of the largest weight
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize("lam,mu,word", [(-1.0, 1.0, "lam"), (1.0, -0.1, "mu"),
+                                         (0.0, 1.0, "lam"), (np.nan, 1.0, "lam")])
+def test_bad_hyperparameters(lam, mu, word):
+    data = make_tasks(0)
+    with pytest.raises(A.HyperparameterError, match=word) as err:
+        A.fit_amtl(data, lam, mu)
+    assert isinstance(err.value, ValueError)
+
+
+def test_task_with_too_few_samples():
+    data = make_tasks(0, sizes=(12, 1, 10))
+    with pytest.raises(A.TooFewSamplesError, match="t1 \\(n=1\\)"):
+        A.fit_amtl(data, 1.0, 1.0)
+    A.fit_amtl(data, 1.0, 1.0, fit_intercept=False)  # w alone cannot fit one row exactly
+    cls = make_tasks(0, "classification", sizes=(12, 10, 10))
+    y = cls.y.copy()
+    y[cls.task_slice(2)] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingleClassWarning)
+        one_class = MultiTaskData.from_arrays(cls.X, y, cls.task, kind="classification")
+    with pytest.raises(A.TooFewSamplesError, match="one class"):
+        A.fit_amtl(one_class, 1.0, 1.0)
+    with pytest.raises(ValueError, match="logistic"):
+        A.fit_amtl(data, 1.0, 1.0, loss="logistic")
+
+
+@pytest.mark.parametrize("edit,variant,word", [
+    (lambda B: B.__setitem__((0, 1), -0.5), "amtl", "non-negative"),
+    (lambda B: B.__setitem__((2, 2), 0.3), "amtl", "zero diagonal"),
+    (lambda B: B.__setitem__((0, 1), 0.3), "smtl", "symmetric"),
+])
+def test_warm_start_violating_graph_constraints(edit, variant, word):
+    data = make_tasks(0)
+    m, d = data.n_tasks, data.n_features
+    B = np.zeros((m, m))
+    edit(B)
+    with pytest.raises(A.TransferGraphError, match=word) as err:
+        A.fit_amtl(data, 1.0, 1.0, variant, init=(np.zeros((d, m)), None, B))
+    assert isinstance(err.value, ValueError)
