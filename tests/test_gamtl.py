@@ -1,0 +1,262 @@
+"""GAMTL (issue 5): objective (1), trace-Lasso limits, ADMM steps, grouping, NUTS, bad input."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpyro.infer.util import log_density
+
+from bayesmtl import MultiTaskData
+from bayesmtl.datasets.synthetic_clusters import make_synthetic_clusters
+from bayesmtl.inference.solvers import admm, prox_l1
+from bayesmtl.models import gamtl as G
+from bayesmtl.models.likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
+from bayesmtl.models.losses import row_weights
+
+
+def _tiny(kind, seed=0, m=3, d=4, n=8):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for i in range(m):
+        X = rng.normal(size=(n + i, d))
+        y = X @ rng.normal(size=d) + rng.normal(size=n + i)
+        tasks.append((X, (y > 0).astype(float) if kind == "classification" else y))
+    return MultiTaskData.from_tasks(tasks, [f"t{i}" for i in range(m)], kind=kind)
+
+
+def objective_eq1(W, b, C, data, lam, gamma):
+    """Objective (1) written from the paper, task by task, in NumPy."""
+    total = 0.0
+    for i, (X, y) in enumerate(data.tasks()):
+        f = X @ W[:, i] + b[i]
+        if data.kind == "classification":
+            loss = np.mean(np.log1p(np.exp(-(2 * y - 1) * f)))
+        else:
+            loss = np.mean((y - f) ** 2)
+        W_minus_i = np.delete(W, i, axis=1)
+        c = np.delete(C[:, i], i)
+        total += (loss + lam / 2 * np.sum((W[:, i] - W_minus_i @ c) ** 2)
+                  + gamma * np.linalg.norm(W_minus_i @ np.diag(c), "nuc"))
+    return total
+
+
+# ----------------------------------------------------------------------------- objective (1)
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_negative_log_joint_is_objective_1_up_to_a_constant(kind):
+    data = _tiny(kind)
+    lam, gamma = 0.7, 0.3
+    d, m = data.n_features, data.n_tasks
+    likelihood = BernoulliLogit() if kind == "classification" else Gaussian(
+        PAPER_SQUARED_LOSS_NOISE)
+    weights = jnp.asarray(row_weights(data.task, m, "mean"))
+    args = (jnp.asarray(data.X), jnp.asarray(data.task), m)
+    kwargs = dict(y=jnp.asarray(data.y), lam=lam, gamma=gamma, likelihood=likelihood,
+                  weights=weights)
+    rng = np.random.default_rng(1)
+    gaps = []
+    for _ in range(4):
+        W, b = rng.normal(size=(d, m)), rng.normal(size=m)
+        C = rng.normal(size=(m, m)) * (1 - np.eye(m))
+        params = {"W": W, "b": b, "combination_offdiag": G.combination_to_offdiag(C)}
+        log_joint, _ = log_density(G.gamtl_model, args, kwargs, params)
+        expected = objective_eq1(W, b, C, data, lam, gamma)
+        gaps.append(-float(log_joint) - expected)
+        # the MAP objective is (1) itself, not just up to a constant
+        loss = "logistic" if kind == "classification" else "squared"
+        ours = G.gamtl_objective(W, b, C, args[0], jnp.asarray(data.y), args[1], weights, lam,
+                                 gamma, loss)
+        assert float(ours) == pytest.approx(expected, rel=1e-12)
+    assert np.ptp(gaps) < 1e-9 * max(1.0, abs(gaps[0]))
+
+
+def test_offdiag_layout_round_trips():
+    C = np.arange(16.0).reshape(4, 4) * (1 - np.eye(4))
+    off = G.combination_to_offdiag(C)
+    assert off.shape == (3, 4)
+    np.testing.assert_array_equal(off[:, 2], np.delete(C[:, 2], 2))
+    np.testing.assert_array_equal(G.offdiag_to_combination(off), C)
+
+
+# ----------------------------------------------------------------------------- trace Lasso
+
+
+def test_trace_lasso_orthogonal_columns_is_l1_with_normalised_predictors():
+    rng = np.random.default_rng(2)
+    Q, _ = np.linalg.qr(rng.normal(size=(7, 5)))
+    scales = rng.uniform(0.5, 3.0, size=5)
+    c = rng.normal(size=5)
+    assert float(G.trace_lasso(jnp.asarray(Q), c)) == pytest.approx(np.abs(c).sum(), rel=1e-12)
+    # unnormalised orthogonal predictors: the l1 norm weighted by the column norms
+    assert float(G.trace_lasso(jnp.asarray(Q * scales), c)) == pytest.approx(
+        np.sum(scales * np.abs(c)), rel=1e-12)
+
+
+def test_trace_lasso_identical_columns_is_l2():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=6)
+    c = rng.normal(size=4)
+    X = np.repeat(x[:, None], 4, axis=1)
+    assert float(G.trace_lasso(jnp.asarray(X / np.linalg.norm(x)), c)) == pytest.approx(
+        np.linalg.norm(c), rel=1e-12)
+    assert float(G.trace_lasso(jnp.asarray(X), c)) == pytest.approx(
+        np.linalg.norm(x) * np.linalg.norm(c), rel=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 6))
+def test_trace_lasso_lies_between_l2_and_l1_for_unit_predictors(seed, k):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(5, k))
+    X /= np.linalg.norm(X, axis=0)
+    c = rng.normal(size=k)
+    value = float(G.trace_lasso(jnp.asarray(X), c))
+    assert np.linalg.norm(c) - 1e-10 <= value <= np.abs(c).sum() + 1e-10
+
+
+# ----------------------------------------------------------------------------- ADMM
+
+
+def test_admm_solves_a_lasso_prox_exactly():
+    a = jnp.asarray(np.random.default_rng(4).normal(size=20))
+    t = 0.4
+    res = admm(lambda x, v, rho: (a + rho * v) / (1.0 + rho), lambda v, rho: prox_l1(v, t / rho),
+               lambda x: x, lambda y: y, jnp.zeros(20), jnp.zeros(20), abs_tol=1e-12,
+               rel_tol=1e-10)
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.x, prox_l1(a, t), atol=1e-9)
+    assert float(res.primal_residual) <= 1e-9
+
+
+def test_c_step_matches_cvxpy():
+    cp = pytest.importorskip("cvxpy")
+    rng = np.random.default_rng(5)
+    d, m, lam, gamma = 4, 5, 1.0, 0.3
+    base = rng.normal(size=(d, 2))
+    W = np.concatenate([base @ rng.normal(size=(2, 3)), rng.normal(size=(d, 2))], axis=1)
+    W += 0.1 * rng.normal(size=W.shape)
+
+    def column_objective(i, c):
+        W_minus_i = np.delete(W, i, axis=1)
+        return (lam / 2 * np.sum((W[:, i] - W_minus_i @ c) ** 2)
+                + gamma * np.linalg.norm(W_minus_i @ np.diag(c), "nuc"))
+
+    C, res = G.c_step(jnp.asarray(W), jnp.zeros((m, m)), lam, gamma, abs_tol=1e-12,
+                      rel_tol=1e-10, max_iter=50_000)
+    C = np.asarray(C)
+    assert bool(res.converged.all())
+    np.testing.assert_array_equal(np.diag(C), 0.0)
+    for i in range(m):
+        W_minus_i = np.delete(W, i, axis=1)
+        c = cp.Variable(m - 1)
+        problem = cp.Problem(cp.Minimize(
+            lam / 2 * cp.sum_squares(W[:, i] - W_minus_i @ c)
+            + gamma * cp.normNuc(W_minus_i @ cp.diag(c))))
+        problem.solve(solver=cp.CLARABEL)
+        ours = column_objective(i, np.delete(C[:, i], i))
+        reference = column_objective(i, c.value)
+        assert abs(ours - reference) <= 1e-6 * abs(reference)
+
+
+# ----------------------------------------------------------------------------- full fit
+
+
+@pytest.fixture(scope="module")
+def small_clusters():
+    s = make_synthetic_clusters((4, 4, 4), n_features=12, n_train=40, n_test=50, n_base=(2, 2),
+                                seed=0)
+    return s, G.fit_gamtl(s.train, lam=0.1, gamma=0.03, max_outer=6, tol=1e-5)
+
+
+def test_objective_decreases_monotonically_across_outer_iterations(small_clusters):
+    s, fit = small_clusters
+    h = fit.history
+    assert len(h) == fit.n_outer + 1 >= 3
+    assert np.all(np.diff(h) <= 1e-10 * np.abs(h[1:]))
+    assert h[-1] < h[0]
+    # the reported objective is (1) at the returned point
+    assert fit.objective == pytest.approx(
+        objective_eq1(fit.W, fit.b, fit.combination, s.train, 0.1, 0.03), rel=1e-10)
+    assert fit.c_residuals.shape == fit.w_residuals.shape == (fit.n_outer, 2)
+    assert fit.admm_converged.all()
+    np.testing.assert_array_equal(np.diag(fit.combination), 0.0)
+
+
+def test_cluster_recovery_adjusted_rand_index(small_clusters):
+    from sklearn.metrics import adjusted_rand_score
+
+    s, fit = small_clusters
+    assert fit.n_groups == 3
+    assert adjusted_rand_score(s.clusters, fit.groups) >= 0.9
+
+
+def test_task_groups_eigengap_on_block_matrix():
+    rng = np.random.default_rng(6)
+    truth = np.repeat([0, 1, 2, 3], [3, 5, 4, 6])
+    C = (truth[:, None] == truth[None, :]) * rng.uniform(0.2, 1.0, (18, 18))
+    C = (C + 0.01 * rng.uniform(size=C.shape)) * rng.choice([-1, 1], C.shape)
+    np.fill_diagonal(C, 0.0)
+    perm = rng.permutation(18)
+    labels, k = G.task_groups(C[np.ix_(perm, perm)])
+    assert k == 4
+    assert len(set(zip(labels, truth[perm], strict=True))) == 4
+
+
+def test_heatmap_reorders_tasks_by_group(small_clusters):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bayesmtl.plots.groups import group_order, plot_combination
+
+    _, fit = small_clusters
+    fig = plot_combination(G.to_datatree(fit), groups=fit.groups)
+    order = group_order(fit.groups)
+    shown = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(shown, fit.combination[np.ix_(order, order)])
+    assert np.all(np.diff(fit.groups[order]) >= 0)
+
+
+# ----------------------------------------------------------------------------- NUTS
+
+
+def test_nuts_smoke_exports_combination_with_task_dims():
+    data = _tiny("regression", m=3, d=2, n=12)
+    dt = G.sample_gamtl(data, lam=1.0, gamma=0.5, num_warmup=150, num_samples=100,
+                        num_chains=2, seed=0, target_accept_prob=0.95)
+    da = dt.posterior["combination"]
+    assert da.dims == ("chain", "draw", "source_task", "target_task")
+    assert list(da.coords["target_task"].values) == list(data.task_names)
+    values = da.values
+    assert values.shape == (2, 100, 3, 3) and np.all(np.isfinite(values))
+    np.testing.assert_array_equal(values[..., [0, 1, 2], [0, 1, 2]], 0.0)
+    assert np.std(values[..., 0, 1]) > 0  # the chains move
+    together = G.group_coassignment(values.reshape(-1, 3, 3)[::10])
+    assert together.shape == (3, 3) and np.all((together >= 0) & (together <= 1))
+    np.testing.assert_allclose(np.diag(together), 1.0)
+    for group in G.stable_groups(together, threshold=0.9):
+        assert np.all(together[np.ix_(group, group)].max(axis=1) >= 0.9)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("lam, gamma, match", [
+    (1.0, 0.0, "gamma"), (1.0, -1.0, "gamma"), (0.0, 1.0, "lam"), (-2.0, 1.0, "lam"),
+    (1.0, float("nan"), "gamma"),
+])
+def test_bad_hyperparameters_raise(lam, gamma, match):
+    with pytest.raises(ValueError, match=match):
+        G.fit_gamtl(_tiny("regression"), lam=lam, gamma=gamma)
+
+
+def test_fewer_than_two_tasks_raises():
+    one = MultiTaskData.from_tasks([(np.ones((4, 2)), np.arange(4.0))], ["only"])
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        G.fit_gamtl(one, lam=1.0, gamma=1.0)
+
+
+def test_logistic_loss_on_regression_data_raises():
+    with pytest.raises(ValueError, match="classification"):
+        G.fit_gamtl(_tiny("regression"), loss="logistic")
