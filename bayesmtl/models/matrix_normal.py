@@ -31,6 +31,12 @@ Minimising over Ω gives Ω = (WᵀW)^{1/2} / tr (WᵀW)^{1/2} and the convex pr
 ``L + (ρ/2)‖W‖²_F + (λ/2)‖W‖²_*``. :func:`fit_mtrl` solves it exactly by the proximal loop
 (ADMM or FISTA) or by Zhang & Yeung's alternating closed-form scheme
 (``method="alternating"``; ε-smoothed Ω-step, Gaussian likelihood).
+
+The same three loops (:func:`profile_admm`, :func:`profile_proximal`,
+:func:`profile_alternating`, dispatched by :func:`solve_profile`) serve every g(Ω) whose
+Ω-step is a closed-form spectral function of WᵀW — MTRL here, the (squared) Schatten members
+in :mod:`bayesmtl.models.schatten`; they differ only in the prox and value of the profile
+penalty and in that spectral function.
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ from .likelihoods import PAPER_SQUARED_LOSS_NOISE, Gaussian
 from .losses import linear_predictor, row_weights
 
 __all__ = ["mtl_model", "predict_linear", "fit_mtrl", "MTRLResult", "omega_from_W",
-           "ConvergenceWarning", "model_inputs"]
+           "omega_from_W_spectrum", "ConvergenceWarning", "model_inputs", "solve_profile",
+           "profile_admm", "profile_proximal", "profile_alternating", "profile_objective",
+           "gaussian_w_step"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -112,17 +120,40 @@ def predict_linear(X, task, W, b, classification=False):
 
 def omega_from_W(W, eps=0.0):
     """MTRL's Ω-step: ``(WᵀW + εI)^{1/2} / tr(·)`` for W (d, m)."""
+    return omega_from_W_spectrum(W, _mtrl_omega_spectrum, (), eps)
+
+
+def omega_from_W_spectrum(W, spectrum, args=(), eps=0.0):
+    """Ω (m, m) = V diag(spectrum(a, args)) Vᵀ where WᵀW + εI = V diag(a) Vᵀ.
+
+    Every closed-form Ω-step of the g(Ω) family (MTRL, Schatten, squared Schatten) is a
+    spectral function of WᵀW; ``spectrum`` maps its eigenvalues a (m,) to Ω's.
+    """
     evals, evecs = jnp.linalg.eigh(W.T @ W + eps * jnp.eye(W.shape[1]))
-    root = (evecs * jnp.sqrt(jnp.clip(evals, 0.0))) @ evecs.T
-    return root / jnp.trace(root)
+    return (evecs * spectrum(jnp.clip(evals, 0.0), args)) @ evecs.T
 
 
-# ----------------------------------------------------------------------------- MTRL MAP
+
+def _mtrl_omega_spectrum(a, args):
+    del args
+    root = jnp.sqrt(a)
+    return root / jnp.sum(root)
+
+
+# ----------------------------------------------------------------------------- profile MAP
+#
+# Every member of the g(Ω) family whose Ω-step has a closed form reduces, after minimising
+# over Ω, to a profile problem  min_{W,b} L(W, b) + (ρ/2)‖W‖²_F + R(W)  with a spectral
+# penalty R. The loops below take R through ``prox(V, step, args)`` = argmin_Z R(Z) +
+# ‖Z - V‖²/(2 step) and ``penalty(W, args)`` = R(W); ``args`` is a pytree of the penalty's
+# hyperparameters (traced, so changing λ does not recompile). prox and penalty must be
+# module-level functions (they are static arguments of the jitted loops).
 
 
 class MTRLResult(NamedTuple):
-    """MAP of MTRL: W (d, m), b (m,), omega (m, m), objective, history, n_iter, converged,
-    residual (KKT residual of the proximal solve, or relative W change for alternating)."""
+    """MAP of MTRL (or another profile model): W (d, m), b (m,), omega (m, m), objective,
+    history, n_iter, converged, residual (KKT residual of the proximal solve, max of the ADMM
+    primal/dual residuals, or relative W change for alternating)."""
 
     W: np.ndarray
     b: np.ndarray
@@ -141,12 +172,27 @@ def _data_loss(X, y, task, weights, W, b, classification, noise):
     return jnp.sum(weights * (y - f) ** 2) / (2.0 * noise**2)
 
 
+def profile_objective(W, b, X, y, task, weights, ridge, penalty, args, classification=False,
+                      noise=1.0):
+    """L(W, b) + (ρ/2)‖W‖²_F + penalty(W, args)."""
+    return (_data_loss(X, y, task, weights, W, b, classification, noise)
+            + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args))
+
+
+def squared_trace_norm_penalty(W, lam):
+    """(λ/2)‖W‖²_* (MTRL's profile penalty)."""
+    return 0.5 * lam * jnp.sum(jnp.linalg.svd(W, compute_uv=False)) ** 2
+
+
+def squared_trace_norm_prox(V, step, lam):
+    return prox_squared_trace_norm(V, step * lam)
+
+
 def mtrl_objective(W, b, X, y, task, weights, lam, ridge, classification=False, noise=1.0):
     """MTRL's profile objective L + (ρ/2)‖W‖²_F + (λ/2)‖W‖²_* (the negative log joint at
     the optimal Ω, up to a constant)."""
-    nuclear = jnp.sum(jnp.linalg.svd(W, compute_uv=False))
-    return (_data_loss(X, y, task, weights, W, b, classification, noise)
-            + 0.5 * ridge * jnp.sum(W**2) + 0.5 * lam * nuclear**2)
+    return profile_objective(W, b, X, y, task, weights, ridge, squared_trace_norm_penalty, lam,
+                             classification, noise)
 
 
 def _check_hyper(lam, ridge):
@@ -160,49 +206,47 @@ def _inputs(data, loss_scale, noise):
     classification = data.kind == "classification"
     if noise is None:
         noise = PAPER_SQUARED_LOSS_NOISE
+    if not noise > 0:
+        raise ValueError(f"noise must be positive; got {noise}")
     weights = row_weights(data.task, data.n_tasks, loss_scale)
     return (jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task),
             jnp.asarray(weights), classification, float(noise))
 
 
-def fit_mtrl(data: MultiTaskData, lam: float = 1.0, ridge: float = 0.0, *,
-             loss_scale: str = "mean", noise: float | None = None, method: str = "auto",
-             max_iter: int = 5000, tol: float = 1e-12, init=None) -> MTRLResult:
-    """MAP of the MTRL model (see module docstring) on ``data``.
+def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, omega0,
+                  lam, ridge=0.0, loss_scale="mean", noise=None, fit_intercept=True,
+                  max_iter=5000, tol=1e-12, init=None, convex=True) -> MTRLResult:
+    """MAP of a profile model: dispatch to ADMM, FISTA or the alternating W/Ω scheme.
 
-    ``noise`` is the Gaussian σ (default 1/√2, i.e. the squared loss (y - f)²); ignored for
-    classification (logistic loss). ``init`` is an optional ``(W, b)`` warm start.
-
-    Methods: ``"admm"`` (Gaussian; splitting W = Z with an exact per-task block solve for W,
-    the prox of the squared trace norm for Z, adaptive penalty, Boyd et al. stopping — immune
-    to badly scaled features), ``"proximal"`` (FISTA on the profile objective; any
-    likelihood), ``"alternating"`` (Zhang & Yeung's W/Ω alternation; slow when the optimum
-    is low-rank), ``"auto"`` = admm for regression, proximal for classification.
+    prox, penalty, args : the profile penalty R (see the comment above).
+    omega_spectrum(a, args) : Ω's eigenvalues from those of WᵀW (the closed-form Ω-step).
+    omega0 : (m, m) Ω for the first W-step of the alternating scheme.
+    lam : λ (precision scale of the matrix-normal prior), used by the alternating scheme.
+    convex : False when R is non-convex; then "auto" selects "alternating".
     """
-    _check_hyper(lam, ridge)
     X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
     d, m = data.n_features, data.n_tasks
     W0, b0 = (jnp.zeros((d, m)), jnp.zeros(m)) if init is None else map(jnp.asarray, init)
+    if not fit_intercept:
+        b0 = jnp.zeros(m)
     if method == "auto":
-        method = "proximal" if classification else "admm"
+        method = "alternating" if not convex else "proximal" if classification else "admm"
+    if method in ("admm", "alternating") and classification:
+        raise ValueError(f"method={method!r} has an exact W-step for the Gaussian likelihood "
+                         "only; use method='proximal' for classification")
+    if method in ("admm", "proximal") and not convex:
+        raise ValueError(f"method={method!r} needs a convex profile penalty; this one is "
+                         "non-convex (use method='alternating')")
     if method == "admm":
-        if classification:
-            raise ValueError("method='admm' has an exact W-step for the Gaussian likelihood "
-                             "only; use method='proximal' for classification")
-        W, b, res = _mtrl_admm(X, y, task, weights, lam, ridge, noise, W0, b0, m, max_iter,
-                               tol)
+        W, b, res = profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0,
+                                 m, max_iter, tol, fit_intercept)
     elif method == "proximal":
-        out = _mtrl_proximal(X, y, task, weights, lam, ridge, classification, noise,
-                             jnp.concatenate([W0.ravel(), b0]), d, m, max_iter, tol)
-        W = out.x[: d * m].reshape(d, m)
-        b = out.x[d * m:]
-        res = (out.objective, out.history, out.n_iter, out.converged, out.residual)
+        W, b, res = profile_proximal(X, y, task, weights, noise, ridge, classification, prox,
+                                     penalty, args, W0, b0, m, max_iter, tol, fit_intercept)
     elif method == "alternating":
-        if classification:
-            raise ValueError("method='alternating' has a closed-form W-step for the Gaussian "
-                             "likelihood only; use method='proximal' for classification")
-        W, b, res = _mtrl_alternating(X, y, task, weights, lam, ridge, noise, W0, b0, m,
-                                      max_iter, tol)
+        W, b, res = profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum,
+                                        penalty, args, jnp.asarray(omega0), W0, b0, m,
+                                        max_iter, tol, fit_intercept)
     else:
         raise ValueError(f"method must be 'auto', 'admm', 'proximal' or 'alternating'; got "
                          f"{method!r}")
@@ -210,64 +254,143 @@ def fit_mtrl(data: MultiTaskData, lam: float = 1.0, ridge: float = 0.0, *,
     history = np.asarray(history)
     history = history[~np.isnan(history)]
     if not bool(converged):
-        warnings.warn(f"MTRL {method} solver stopped after {int(n_iter)} iterations without "
+        warnings.warn(f"{name} {method} solver stopped after {int(n_iter)} iterations without "
                       f"meeting tol={tol} (residual {float(residual):.2e})",
-                      ConvergenceWarning, stacklevel=2)
-    return MTRLResult(np.asarray(W), np.asarray(b), np.asarray(omega_from_W(W)),
-                      float(objective), history, int(n_iter), bool(converged), float(residual))
+                      ConvergenceWarning, stacklevel=3)
+    omega = omega_from_W_spectrum(W, omega_spectrum, args)
+    return MTRLResult(np.asarray(W), np.asarray(b), np.asarray(omega), float(objective),
+                      history, int(n_iter), bool(converged), float(residual))
 
 
-@jax.jit(static_argnames=("classification", "d", "m", "max_iter"))
-def _mtrl_proximal(X, y, task, weights, lam, ridge, classification, noise, x0, d, m, max_iter,
-                   tol):
+def fit_mtrl(data: MultiTaskData, lam: float = 1.0, ridge: float = 0.0, *,
+             loss_scale: str = "mean", noise: float | None = None, method: str = "auto",
+             fit_intercept: bool = True, max_iter: int = 5000, tol: float = 1e-12,
+             init=None) -> MTRLResult:
+    """MAP of the MTRL model (see module docstring) on ``data``.
+
+    ``noise`` is the Gaussian σ (default 1/√2, i.e. the squared loss (y - f)²); ignored for
+    classification (logistic loss). ``init`` is an optional ``(W, b)`` warm start.
+    ``fit_intercept=False`` drops the task intercepts b (b = 0).
+
+    Methods: ``"admm"`` (Gaussian; :func:`profile_admm`: splitting W = Z with an exact
+    per-task solve for W, the prox of the squared trace norm for Z, adaptive penalty, Boyd et
+    al. stopping — immune to badly scaled features), ``"proximal"`` (FISTA on the profile
+    objective; any likelihood), ``"alternating"`` (Zhang & Yeung's W/Ω alternation; slow
+    when the optimum is low-rank), ``"auto"`` = admm for regression, proximal for
+    classification.
+    """
+    _check_hyper(lam, ridge)
+    m = data.n_tasks
+    return solve_profile(data, name="MTRL", method=method, prox=squared_trace_norm_prox,
+                         penalty=squared_trace_norm_penalty, args=jnp.asarray(float(lam)),
+                         omega_spectrum=_mtrl_omega_spectrum, omega0=np.eye(m) / m, lam=lam,
+                         ridge=ridge, loss_scale=loss_scale, noise=noise,
+                         fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, init=init)
+
+
+@jax.jit(static_argnames=("classification", "prox", "penalty", "m", "max_iter",
+                          "fit_intercept"))
+def profile_proximal(X, y, task, weights, noise, ridge, classification, prox, penalty, args,
+                     W0, b0, m, max_iter, tol, fit_intercept=True):
+    """FISTA on L(W, b) + (ρ/2)‖W‖² + R(W) (any likelihood). Returns W, b and
+    ``(objective, history, n_iter, converged, residual)``."""
+    d = X.shape[1]
+
     def unpack(x):
-        return x[: d * m].reshape(d, m), x[d * m:]
+        W = x[: d * m].reshape(d, m)
+        return W, (x[d * m:] if fit_intercept else jnp.zeros(m, x.dtype))
 
     def smooth(x):
         W, b = unpack(x)
         return (_data_loss(X, y, task, weights, W, b, classification, noise)
                 + 0.5 * ridge * jnp.sum(W**2))
 
-    def prox(x, step):
-        W, b = unpack(x)
-        return jnp.concatenate([prox_squared_trace_norm(W, step * lam).ravel(), b])
+    def prox_x(x, step):
+        W = prox(x[: d * m].reshape(d, m), step, args).ravel()
+        return jnp.concatenate([W, x[d * m:]])
 
-    def penalty(x):
-        return 0.5 * lam * jnp.sum(jnp.linalg.svd(unpack(x)[0], compute_uv=False)) ** 2
+    x0 = jnp.concatenate([W0.ravel(), b0]) if fit_intercept else W0.ravel()
+    out = fista(smooth, prox_x, lambda x: penalty(unpack(x)[0], args), x0, max_iter=max_iter,
+                tol=tol)
+    W, b = unpack(out.x)
+    return W, b, (out.objective, out.history, out.n_iter, out.converged, out.residual)
 
-    return fista(smooth, prox, penalty, x0, max_iter=max_iter, tol=tol)
 
-
-def _task_blocks(X, y, task, weights, noise, m):
-    """Per-task Gram blocks H_i = Σ_j c_j x̃_j x̃_jᵀ (m, d+1, d+1) and right-hand sides
-    (m, d+1) of the Gaussian W-step, x̃ = (x, 1), c_j = w_j / σ²."""
-    Xa = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1)
+def _task_blocks(X, y, task, weights, noise, m, fit_intercept=True):
+    """Per-task Gram blocks H_i = Σ_j c_j x̃_j x̃_jᵀ (m, D, D) and right-hand sides (m, D)
+    of the Gaussian W-step, x̃ = (x, 1) (D = d + 1) or x̃ = x without intercept (D = d),
+    c_j = w_j / σ²."""
+    Xa = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1) if fit_intercept else X
     c = weights / noise**2
     H = jax.ops.segment_sum(c[:, None, None] * Xa[:, :, None] * Xa[:, None, :], task, m)
     rhs = jax.ops.segment_sum((c * y)[:, None] * Xa, task, m)
     return H, rhs
 
 
-@jax.jit(static_argnames=("m", "max_iter"))
-def _mtrl_admm(X, y, task, weights, lam, ridge, noise, W0, b0, m, max_iter, tol):
+def _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept):
+    """Exact solver of the ADMM W-step for every penalty ρ_admm, O(m d²) per call.
+
+    The W-step minimises Σ_i [½θ_iᵀH_iθ_i - r_iᵀθ_i] + (ρ/2)‖W‖² + (ρ_a/2)‖W - V‖²
+    (θ_i = (w_i, b_i)). The intercept is eliminated exactly (Schur complement
+    S_i = H_ww - h hᵀ/h_bb, the task's centred Gram matrix), and S_i = Q_i diag(s_i) Q_iᵀ is
+    factored once, so w_i = Q_i diag(1/(s_i + ρ + ρ_a)) Q_iᵀ (r̃_i + ρ_a v_i) for any ρ_a.
+    Returns ``solve(V, rho_admm) -> (W, b)`` and the loss constant ½Σ c_j y_j².
+    """
     d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m)
-    E = jnp.diag(jnp.concatenate([jnp.ones(d), jnp.zeros(1)]))  # W-part selector
+    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept)
+    if fit_intercept:
+        h, hbb = H[:, :d, d], H[:, d, d]
+        safe = jnp.where(hbb > 0, hbb, 1.0)  # a task without rows keeps b = 0
+        S = H[:, :d, :d] - h[:, :, None] * h[:, None, :] / safe[:, None, None]
+        r = rhs[:, :d] - h * (rhs[:, d] / safe)[:, None]
+    else:
+        S, r = H, rhs
+    s, Q = jnp.linalg.eigh(S)
+    s = jnp.clip(s, 0.0) + ridge
+    Qr = jnp.einsum("mji,mj->mi", Q, r)  # Q_iᵀ r̃_i
+
+    def solve(V, rho):
+        t = (Qr + rho * jnp.einsum("mji,jm->mi", Q, V)) / (s + rho)
+        W = jnp.einsum("mij,mj->im", Q, t)
+        if fit_intercept:
+            b = (rhs[:, d] - jnp.einsum("mi,im->m", h, W)) / safe
+        else:
+            b = jnp.zeros(m, W.dtype)
+        return W, b
+
+    return solve, H, rhs
+
+
+def _quadratic_loss(H, rhs, const, W, b, fit_intercept):
+    """Σ_i ½θ_iᵀH_iθ_i - r_iᵀθ_i + const: the Gaussian data loss from the Gram blocks."""
+    theta = jnp.concatenate([W.T, b[:, None]], axis=1) if fit_intercept else W.T
+    return 0.5 * jnp.einsum("mi,mij,mj->", theta, H, theta) - jnp.sum(rhs * theta) + const
+
+
+@jax.jit(static_argnames=("prox", "penalty", "m", "max_iter", "fit_intercept"))
+def profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0, m, max_iter,
+                 tol, fit_intercept=True):
+    """ADMM for the Gaussian profile problem  min L(W, b) + (ρ/2)‖W‖² + R(Z)  s.t.  W = Z.
+
+    W-step: exact per-task solve (:func:`_eigen_w_solver`); Z-step: ``prox(W + U, 1/ρ_a,
+    args)``; scaled dual U; residual balancing of ρ_a (Boyd et al. 3.4.1); stop when the
+    primal and dual residuals meet Boyd et al.'s tolerances (relative √tol) and the
+    objective at Z changes by at most ``tol`` relatively. Returns Z, b and
+    ``(objective, history, n_iter, converged, residual)``.
+    """
+    d = X.shape[1]
+    solve, H, rhs = _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept)
+    const = 0.5 * jnp.sum(weights * y**2) / noise**2
     abs_tol, rel_tol = 1e-12, jnp.sqrt(tol)
 
-    def theta_step(Z, U, rho):
-        chol = jnp.linalg.cholesky(H + (ridge + rho) * E[None])
-        r = rhs + rho * jnp.pad((Z - U).T, ((0, 0), (0, 1)))
-        theta = jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(chol, r)
-        return theta[:, :d].T, theta[:, d]
-
     def objective(W, b):
-        return mtrl_objective(W, b, X, y, task, weights, lam, ridge, False, noise)
+        return (_quadratic_loss(H, rhs, const, W, b, fit_intercept)
+                + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args))
 
     def body(s):
         W, b, Z, U, rho, f_prev, f, hist, it, _, _ = s
-        W, b = theta_step(Z, U, rho)
-        Z_new = prox_squared_trace_norm(W + U, lam / rho)
+        W, b = solve(Z - U, rho)
+        Z_new = prox(W + U, 1.0 / rho, args)
         U = U + W - Z_new
         primal = jnp.linalg.norm(W - Z_new)
         dual = rho * jnp.linalg.norm(Z_new - Z)
@@ -285,58 +408,75 @@ def _mtrl_admm(X, y, task, weights, lam, ridge, noise, W0, b0, m, max_iter, tol)
         stalled = jnp.abs(f_prev - f) <= tol * jnp.maximum(1.0, jnp.abs(f))
         return (it < max_iter) & ~((primal <= eps_pri) & (dual <= eps_dual) & stalled)
 
-    rho0 = jnp.maximum(1e-3, jnp.mean(jnp.trace(H, axis1=1, axis2=2)) / (d + 1))
+    D = d + 1 if fit_intercept else d
+    rho0 = jnp.maximum(1e-3, jnp.mean(jnp.trace(H, axis1=1, axis2=2)) / D)
     f0 = objective(W0, b0)
     init = (W0, b0, W0, jnp.zeros_like(W0), rho0, jnp.inf, f0, jnp.full((max_iter,), jnp.nan),
             0, jnp.inf, jnp.inf)
     W, b, Z, U, rho, f_prev, f, hist, it, primal, dual = jax.lax.while_loop(cond, body, init)
+    # report the objective from the rows (not the Gram form) at the returned point
+    f = _data_loss(X, y, task, weights, Z, b, False, noise) + 0.5 * ridge * jnp.sum(Z**2) \
+        + penalty(Z, args)
     return Z, b, (f, hist, it, it < max_iter, jnp.maximum(primal, dual))
 
 
 # --- alternating scheme (Gaussian): exact W-step by preconditioned CG, closed-form Ω-step
 
 
-def gaussian_w_step(X, y, task, weights, noise, precision, ridge, W0, b0, m, tol=1e-13):
+def gaussian_w_step(X, y, task, weights, noise, precision, ridge, W0, b0, m, tol=1e-13,
+                    fit_intercept=True):
     """Exact minimiser over (W, b) of Σ w_j (y_j - f_j)²/(2σ²) + ½ tr(W P Wᵀ) + (ρ/2)‖W‖²
-    for a task precision P (m, m), by block-Jacobi preconditioned conjugate gradients."""
+    for a task precision P (m, m), by block-Jacobi preconditioned conjugate gradients.
+    Without intercept b is zero."""
     d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m)
-    pen = jnp.concatenate([jnp.ones(d), jnp.zeros(1)])  # prior acts on w, not b
+    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept)
+    D = H.shape[-1]
+    pen = jnp.ones(D).at[d:].set(0.0)  # prior acts on w, not b
 
-    def matvec(theta):  # theta (m, d+1)
+    def matvec(theta):  # theta (m, D)
         W = theta[:, :d].T
         coupling = (W @ precision + ridge * W).T  # (m, d)
-        return jnp.einsum("mij,mj->mi", H, theta) + jnp.pad(coupling, ((0, 0), (0, 1)))
+        return jnp.einsum("mij,mj->mi", H, theta) + jnp.pad(coupling, ((0, 0), (0, D - d)))
 
     diag = (jnp.diag(precision) + ridge)[:, None, None] * jnp.diag(pen)[None]
     M_chol = jnp.linalg.cholesky(H + diag)
 
-    def precond(r):  # block-Jacobi: solve each task's (d+1)×(d+1) block
+    def precond(r):  # block-Jacobi: solve each task's D×D block
         return jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(M_chol, r)
 
-    theta0 = jnp.concatenate([W0.T, b0[:, None]], axis=1)
+    theta0 = jnp.concatenate([W0.T, b0[:, None]], axis=1) if fit_intercept else W0.T
     theta, _ = jax.scipy.sparse.linalg.cg(matvec, rhs, x0=theta0, M=precond,
-                                          tol=tol, maxiter=20 * (d + 1) * m)
-    return theta[:, :d].T, theta[:, d]
+                                          tol=tol, maxiter=20 * D * m)
+    b = theta[:, d] if fit_intercept else jnp.zeros(m, theta.dtype)
+    return theta[:, :d].T, b
 
 
-@jax.jit(static_argnames=("m", "max_iter"))
-def _mtrl_alternating(X, y, task, weights, lam, ridge, noise, W0, b0, m, max_iter, tol):
+@jax.jit(static_argnames=("omega_spectrum", "penalty", "m", "max_iter", "fit_intercept"))
+def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, penalty, args,
+                        omega0, W0, b0, m, max_iter, tol, fit_intercept=True):
+    """Alternate the exact W-step (precision λΩ⁻¹, :func:`gaussian_w_step`) and the
+    closed-form Ω-step Ω = V diag(omega_spectrum(a)) Vᵀ of WᵀW + εI = V diag(a) Vᵀ
+    (ε = 1e-10 max(1, ‖W0‖²) keeps Ω invertible). The first W-step uses ``omega0``. Each step
+    decreases the ε-smoothed joint objective, so the scheme reaches a stationary point of it
+    (the global minimum when the profile is convex). Returns W, b and ``(objective, history,
+    n_iter, converged, relative W change)``, the objective being the profile one."""
     eps = 1e-10 * jnp.maximum(1.0, jnp.sum(W0**2))
+    e0, v0 = jnp.linalg.eigh(omega0)
+    precision0 = lam * (v0 / e0) @ v0.T
 
     def precision_of(W):
         evals, evecs = jnp.linalg.eigh(W.T @ W + eps * jnp.eye(m))
-        root_sum = jnp.sum(jnp.sqrt(evals))
-        return lam * root_sum * (evecs / jnp.sqrt(evals)) @ evecs.T  # λ Ω⁻¹
+        omega_evals = omega_spectrum(jnp.clip(evals, 0.0) + 0.0, args)
+        return lam * (evecs / omega_evals) @ evecs.T  # λ Ω⁻¹
 
     def objective(W, b):
-        return mtrl_objective(W, b, X, y, task, weights, lam, ridge, False, noise)
+        return profile_objective(W, b, X, y, task, weights, ridge, penalty, args, False, noise)
 
     def body(s):
         W, b, prev, _, hist, it = s
-        # first W-step with Ω = I/m; then Ω from the current W
-        precision = jnp.where(it == 0, lam * m * jnp.eye(m), precision_of(W))
-        W_new, b_new = gaussian_w_step(X, y, task, weights, noise, precision, ridge, W, b, m)
+        precision = jnp.where(it == 0, precision0, precision_of(W))
+        W_new, b_new = gaussian_w_step(X, y, task, weights, noise, precision, ridge, W, b, m,
+                                       fit_intercept=fit_intercept)
         f = objective(W_new, b_new)
         change = jnp.linalg.norm(W_new - W) / jnp.maximum(1.0, jnp.linalg.norm(W_new))
         return W_new, b_new, f, change, hist.at[it].set(f), it + 1
