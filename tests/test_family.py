@@ -1,0 +1,346 @@
+"""The L2MT task-relation family (graph, clustered, glMTL, SPATS, reconstruction, pooled):
+objective equivalence with Table 1 coded independently, exact MAP against cvxpy, sampling,
+bad input."""
+
+import cvxpy as cp
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_regression
+
+from bayesmtl import MultiTaskData
+from bayesmtl.inference.map import neg_log_joint
+from bayesmtl.models import family as F
+from bayesmtl.models.likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
+from bayesmtl.models.losses import row_weights
+from bayesmtl.priors import PriorError
+
+LAM = 0.5
+
+
+# -------------------------------------------------------------------- independent objectives
+
+
+def data_term(data, W, b):
+    """Σ_i (1/n_i) Σ_j (w_iᵀx_ij + b_i - y_ij)² (regression) or logistic loss, from the paper."""
+    total = 0.0
+    for i, (X, y) in enumerate(data.tasks()):
+        f = X @ W[:, i] + b[i]
+        if data.kind == "classification":
+            total += np.mean(np.log1p(np.exp(-(2 * y - 1) * f)))
+        else:
+            total += np.mean((f - y) ** 2)
+    return total
+
+
+def objective_1(data, W, b, omega_inv, lam1, lam2_g):
+    """Eq. (1): data term + (λ1/2) tr(W Ω⁻¹ Wᵀ) + λ2 g(Ω)."""
+    return data_term(data, W, b) + lam1 / 2 * np.trace(W @ omega_inv @ W.T) + lam2_g
+
+
+def g_table1(name, omega, lam1, lam2, d, A=None):
+    """λ2 g(Ω) of Table 1 for each member, written from the paper."""
+    if name == "glmtl":
+        return lam2 * (lam1 * d / (2 * lam2) * np.linalg.slogdet(omega)[1]
+                       + np.abs(np.linalg.inv(omega)).sum())
+    if name == "spats":
+        return lam2 * np.abs(omega).sum()
+    if name == "reconstruction":
+        return lam2 * np.abs(A).sum()
+    return 0.0  # constraint members: 0 on the set
+
+
+def spd(rng, m):
+    A = rng.normal(size=(m, m))
+    return A @ A.T / m + 0.3 * np.eye(m)
+
+
+def nlj(data, member, params):
+    X, y, task = jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task)
+    w = jnp.asarray(row_weights(data.task, data.n_tasks, "mean"))
+    lik = BernoulliLogit() if data.kind == "classification" else Gaussian(
+        PAPER_SQUARED_LOSS_NOISE)
+    return float(neg_log_joint(F.family_model, (X, task, data.n_tasks),
+                               dict(y=y, member=member, lam=LAM, likelihood=lik, weights=w),
+                               params))
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return make_regression(seed=1, d=5, sizes=(15, 20, 25, 30))[0]
+
+
+def _draw(rng, data, name):
+    """A random point (member params, Ω⁻¹ for eq. (1), λ2 g) in the member's domain."""
+    m, d = data.n_tasks, data.n_features
+    if name == "clustered":
+        member = F.Clustered(a=1.0, b=0.05, c=0.9)
+        raw = spd(rng, m)
+        raw = raw / np.trace(raw) * 7.0  # fixed tr S: the Wishart(m+1) factor is constant
+        omega = member.b * np.eye(m) + (member.a - m * member.b) * raw / np.trace(raw)
+        return member, {"omega_raw": raw}, np.linalg.inv(omega), 0.0
+    if name == "glmtl":
+        member = F.SparsePrecision(lam2=0.3)
+        P = spd(rng, m)
+        return member, {"omega_inv": P}, P, g_table1(name, np.linalg.inv(P), LAM, 0.3, d)
+    if name == "spats":
+        member = F.SparseCovariance(lam2=0.3, eps=0.0)
+        omega = spd(rng, m)
+        return member, {"omega": omega}, np.linalg.inv(omega), g_table1(name, omega, LAM, 0.3,
+                                                                         d)
+    if name == "reconstruction":
+        member = F.SparseReconstruction(lam2=0.3)
+        A = rng.normal(size=(m, m))
+        R = np.eye(m) - A
+        # Laplace(0, 1/λ2) log-density = -λ2|A| + const: the factor λ2‖A‖₁ of Table 1
+        return member, {"reconstruction": A}, R @ R.T, g_table1(name, None, LAM, 0.3, d, A)
+    S = np.abs(rng.normal(size=(m, m)))
+    S = (S + S.T) / 2
+    member = F.GraphLaplacian(S)
+    L = np.diag(S.sum(1) - np.diag(S)) - (S - np.diag(np.diag(S)))
+    return member, {}, L, 0.0
+
+
+@pytest.mark.parametrize("name", ["graph", "clustered", "glmtl", "spats", "reconstruction"])
+def test_negative_log_joint_is_table1_objective(reg, name):
+    """-log p(W, b, Ω | y) = eq. (1) with the member's g + a constant (mean scaling, σ=1/√2)."""
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(4):
+        member, params, omega_inv, lam2_g = _draw(rng, reg, name)
+        W = rng.normal(size=(reg.n_features, reg.n_tasks))
+        b = rng.normal(size=reg.n_tasks)
+        params = dict(params, W=W, b=b)
+        value = nlj(reg, member, {k: jnp.asarray(v) for k, v in params.items()})
+        diffs.append(value - objective_1(reg, W, b, omega_inv, LAM, lam2_g))
+    assert np.ptp(diffs) < 1e-8 * max(1.0, abs(diffs[0])), diffs
+
+
+# -------------------------------------------------------------------- exact MAP vs cvxpy
+
+
+def _cvx_data_term(data, W, b):
+    terms = []
+    for i, (X, y) in enumerate(data.tasks()):
+        f = X @ W[:, i] + b[i]
+        if data.kind == "classification":
+            terms.append(cp.sum(cp.logistic(cp.multiply(-(2 * y - 1), f))) / len(y))
+        else:
+            terms.append(cp.sum_squares(f - y) / len(y))
+    return sum(terms)
+
+
+def _solve(problem, tol=1e-11):
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol,
+                  max_iter=500)
+    assert problem.status == cp.OPTIMAL, problem.status
+    return problem.value
+
+
+def _rel(a, b):
+    return abs(a - b) / max(1.0, abs(b))
+
+
+def test_graph_map_equals_cvxpy(reg):
+    rng = np.random.default_rng(2)
+    m, d = reg.n_tasks, reg.n_features
+    S = np.abs(rng.normal(size=(m, m)))
+    member = F.GraphLaplacian((S + S.T) / 2)
+    res = F.fit_family(reg, member, LAM)
+    W, b = cp.Variable((d, m)), cp.Variable(m)
+    L = F.graph_laplacian(member.similarity)
+    root = np.linalg.cholesky(L + 1e-300 * np.eye(m) + 1e-12 * np.eye(m))
+    ref = _solve(cp.Problem(cp.Minimize(_cvx_data_term(reg, W, b)
+                                        + LAM / 2 * cp.sum_squares(W @ root))))
+    ref_exact = ref - LAM / 2 * 1e-12 * np.sum(W.value**2)
+    assert _rel(res.objective, ref_exact) < 1e-6
+    assert np.max(np.abs(res.W - W.value)) < 1e-4
+
+
+def test_mean_regularised_is_distance_to_mean(reg):
+    member = F.mean_regularised(reg.n_tasks)
+    W = np.random.default_rng(0).normal(size=(reg.n_features, reg.n_tasks))
+    P = member.precision_matrix(reg.n_tasks)
+    direct = np.sum((W - W.mean(axis=1, keepdims=True)) ** 2)
+    assert np.trace(W @ P @ W.T) == pytest.approx(direct, rel=1e-12)
+    assert member.n_components() == 1
+
+
+def test_clustered_map_equals_cvxpy(reg):
+    m, d = reg.n_tasks, reg.n_features
+    member = F.Clustered(a=1.0, b=0.05, c=0.6)
+    res = F.fit_family(reg, member, LAM)
+    W, b, omega = cp.Variable((d, m)), cp.Variable(m), cp.Variable((m, m), PSD=True)
+    ref = _solve(cp.Problem(
+        cp.Minimize(_cvx_data_term(reg, W, b) + LAM / 2 * cp.matrix_frac(W.T, omega)),
+        [cp.trace(omega) == member.a, omega >> member.b * np.eye(m),
+         omega << member.c * np.eye(m)]))
+    assert _rel(res.objective, ref) < 1e-6
+    evals = np.linalg.eigvalsh(res.omega)
+    assert np.trace(res.omega) == pytest.approx(1.0)
+    assert evals.min() >= member.b - 1e-10 and evals.max() <= member.c + 1e-10
+
+
+def test_clustered_omega_step_is_the_constrained_minimiser():
+    """Ω-step (eigenvalue clipping with bisection) vs cvxpy on the Ω sub-problem."""
+    rng = np.random.default_rng(5)
+    m = 6
+    Wt = rng.normal(size=(3, m))
+    G = Wt.T @ Wt
+    a, lo, hi = 2.0, 0.1, 0.7
+    omega_ours = np.asarray(F.clustered_omega_step(jnp.asarray(G), a, lo, hi))
+    omega = cp.Variable((m, m), PSD=True)
+    ref = _solve(cp.Problem(cp.Minimize(cp.matrix_frac(Wt.T, omega)),
+                            [cp.trace(omega) == a, omega >> lo * np.eye(m),
+                             omega << hi * np.eye(m)]))
+    ours = np.trace(np.linalg.solve(omega_ours, G))
+    assert _rel(ours, ref) < 1e-7
+    assert np.trace(omega_ours) == pytest.approx(a, rel=1e-12)
+
+
+def test_spats_map_equals_cvxpy(reg):
+    m, d = reg.n_tasks, reg.n_features
+    member = F.SparseCovariance(lam2=0.2, eps=1e-3)
+    res = F.fit_family(reg, member, LAM)
+    W, b, omega = cp.Variable((d, m)), cp.Variable(m), cp.Variable((m, m), PSD=True)
+    stacked = cp.hstack([W.T, np.sqrt(member.eps) * np.eye(m)])
+    ref = _solve(cp.Problem(cp.Minimize(
+        _cvx_data_term(reg, W, b) + LAM / 2 * cp.matrix_frac(stacked, omega)
+        + member.lam2 * cp.sum(cp.abs(omega)))))
+    assert _rel(res.objective, ref) < 1e-6
+    assert np.max(np.abs(res.W - W.value)) < 1e-3
+
+
+def test_glmtl_omega_step_is_graphical_lasso():
+    rng = np.random.default_rng(7)
+    m = 6
+    Wt = rng.normal(size=(10, m))
+    S = Wt.T @ Wt / 10
+    alpha = 0.15
+    P_ours = np.asarray(F.graphical_lasso(jnp.asarray(S), alpha, jnp.eye(m)))
+    P = cp.Variable((m, m), PSD=True)
+    ref = _solve(cp.Problem(cp.Minimize(cp.trace(S @ P) - cp.log_det(P)
+                                        + alpha * cp.sum(cp.abs(P)))))
+    ours = np.trace(S @ P_ours) - np.linalg.slogdet(P_ours)[1] + alpha * np.abs(P_ours).sum()
+    assert _rel(ours, ref) < 1e-7
+    assert np.sum(np.abs(P_ours) < 1e-12) > 0  # exact zeros from the ℓ1 prox
+
+
+def test_reconstruction_step_is_a_lasso():
+    rng = np.random.default_rng(8)
+    m = 6
+    Wt = rng.normal(size=(4, m))
+    G = Wt.T @ Wt
+    lam2 = 0.3
+    for zero_diag in (False, True):
+        mask = 1.0 - np.eye(m) if zero_diag else np.ones((m, m))
+        A_ours = np.asarray(F.reconstruction_step(jnp.asarray(G), LAM, lam2, jnp.zeros((m, m)),
+                                                  jnp.asarray(mask)))
+        A = cp.Variable((m, m))
+        cons = [cp.diag(A) == 0] if zero_diag else []
+        ref = _solve(cp.Problem(cp.Minimize(LAM / 2 * cp.sum_squares(Wt - Wt @ A)
+                                            + lam2 * cp.sum(cp.abs(A))), cons))
+        ours = LAM / 2 * np.sum((Wt - Wt @ A_ours) ** 2) + lam2 * np.abs(A_ours).sum()
+        assert _rel(ours, ref) < 1e-7
+
+
+@pytest.mark.parametrize("member", [F.SparsePrecision(lam2=0.2),
+                                    F.SparseReconstruction(lam2=0.2)], ids=["glmtl", "recon"])
+def test_biconvex_members_reach_a_blockwise_optimum(reg, member):
+    """Biconvex members: at the returned point, W is optimal given Ω (cvxpy) and Ω optimal
+    given W (its own exactly-checked step), and the objective history never increases."""
+    m, d = reg.n_tasks, reg.n_features
+    res = F.fit_family(reg, member, LAM)
+    assert res.converged
+    assert np.all(np.diff(res.history) <= 1e-10 * np.abs(res.history[:-1]))
+    W, b = cp.Variable((d, m)), cp.Variable(m)
+    P = res.precision
+    root = np.linalg.cholesky(P + 1e-12 * np.eye(m))
+    ref = _solve(cp.Problem(cp.Minimize(_cvx_data_term(reg, W, b)
+                                        + LAM / 2 * cp.sum_squares(W @ root))))
+    ours = data_term(reg, res.W, res.b) + LAM / 2 * np.trace(res.W @ P @ res.W.T)
+    assert _rel(ours, ref) < 1e-6
+    # Ω-step at the returned W does not move Ω
+    state = member.omega_step(jnp.asarray(res.W.T @ res.W), LAM, d, jnp.asarray(res.state))
+    assert np.max(np.abs(np.asarray(state) - res.state)) < 1e-5 * max(1, np.abs(res.state).max())
+
+
+def test_logistic_member_equals_cvxpy():
+    rng = np.random.default_rng(4)
+    m, d = 3, 4
+    tasks = []
+    w_true = rng.normal(size=d)
+    for i in range(m):
+        X = rng.normal(size=(30 + 5 * i, d))
+        p = 1 / (1 + np.exp(-(X @ (w_true + 0.3 * rng.normal(size=d)))))
+        tasks.append((X, (rng.uniform(size=len(p)) < p).astype(float)))
+    data = MultiTaskData.from_tasks(tasks, kind="classification")
+    member = F.Clustered(a=1.0, b=0.1, c=0.8)
+    res = F.fit_family(data, member, 0.2)
+    W, b, omega = cp.Variable((d, m)), cp.Variable(m), cp.Variable((m, m), PSD=True)
+    ref = _solve(cp.Problem(
+        cp.Minimize(_cvx_data_term(data, W, b) + 0.2 / 2 * cp.matrix_frac(W.T, omega)),
+        [cp.trace(omega) == 1.0, omega >> 0.1 * np.eye(m), omega << 0.8 * np.eye(m)]),
+        tol=1e-9)
+    assert _rel(res.objective, ref) < 1e-6
+
+
+def test_pooled_is_one_ridge_regression(reg):
+    res = F.fit_pooled(reg, LAM)
+    assert np.allclose(res.W, res.W[:, :1])
+    # closed form of Σ_i (1/n_i) Σ_j (xᵀw + b - y)² + (λ/2)‖w‖²
+    Xa = np.column_stack([reg.X, np.ones(len(reg.y))])
+    wts = row_weights(reg.task, reg.n_tasks, "mean")
+    H = 2 * (Xa * wts[:, None]).T @ Xa + LAM * np.diag([1.0] * reg.n_features + [0.0])
+    theta = np.linalg.solve(H, 2 * (Xa * wts[:, None]).T @ reg.y)
+    assert np.max(np.abs(res.W[:, 0] - theta[:-1])) < 1e-7
+    assert np.max(np.abs(res.b - theta[-1])) < 1e-7
+
+
+# -------------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize("member", [F.Clustered(a=1.0, b=0.05, c=0.9),
+                                    F.SparseCovariance(lam2=1.0, eps=0.0)],
+                         ids=["clustered", "spats"])
+def test_sampling_exports_task_coords(member):
+    data = make_regression(seed=3, d=2, sizes=(20, 25, 30))[0]
+    mapfit = F.fit_family(data, member, 1.0)
+    dt = F.sample_family(data, member, 1.0, num_warmup=200, num_samples=200, num_chains=2,
+                         seed=1, init=mapfit, target_accept_prob=0.9)
+    post = dt["posterior"]
+    assert list(post["omega_corr"].coords["task"].values) == list(data.task_names)
+    assert post["W"].shape == (2, 200, 2, 3)
+    omega = post["omega"].values
+    if isinstance(member, F.Clustered):
+        assert np.allclose(np.trace(omega, axis1=-2, axis2=-1), 1.0)
+        assert np.linalg.eigvalsh(omega).max() <= member.c + 1e-9
+    from arviz_stats import rhat
+    assert float(rhat(dt, var_names=["W"])["W"].max()) < 1.05
+
+
+# -------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("member, message", [
+    (F.GraphLaplacian(np.array([[0, 1, 0], [0, 0, 1], [0, 1, 0], [1, 1, 1.0]])), "square"),
+    (F.GraphLaplacian(np.array([[0, 1, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0.]])),
+     "symmetric"),
+    (F.GraphLaplacian(-np.ones((4, 4))), "non-negative"),
+    (F.GraphLaplacian(np.ones((3, 3))), "3×3 but there are 4 tasks"),
+    (F.GraphLaplacian(np.ones((4, 4)), ridge=-1.0), "ridge"),
+    (F.Clustered(a=1.0, b=0.5, c=0.2), "b < c"),
+    (F.Clustered(a=10.0, b=0.1, c=0.5), "m·b ≤ a ≤ m·c"),
+    (F.Clustered(a=1.0, b=0.0, c=0.5), "b must be a positive"),
+    (F.SparsePrecision(lam2=0.0), "λ₂"),
+    (F.SparseCovariance(lam2=-1.0), "λ₂"),
+    (F.SparseReconstruction(lam2=np.nan), "λ₂"),
+])
+def test_bad_member_raises(reg, member, message):
+    with pytest.raises(PriorError, match=message):
+        F.fit_family(reg, member, LAM)
+
+
+def test_negative_lambda_raises(reg):
+    with pytest.raises(ValueError, match="λ₁"):
+        F.fit_family(reg, F.mean_regularised(reg.n_tasks), -1.0)
