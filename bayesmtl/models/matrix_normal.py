@@ -59,7 +59,7 @@ from .losses import linear_predictor, row_weights
 __all__ = ["mtl_model", "predict_linear", "fit_mtrl", "MTRLResult", "omega_from_W",
            "omega_from_W_spectrum", "ConvergenceWarning", "model_inputs", "solve_profile",
            "profile_admm", "profile_proximal", "profile_alternating", "profile_objective",
-           "gaussian_w_step"]
+           "gaussian_w_step", "task_rows"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -229,6 +229,7 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
     W0, b0 = (jnp.zeros((d, m)), jnp.zeros(m)) if init is None else map(jnp.asarray, init)
     if not fit_intercept:
         b0 = jnp.zeros(m)
+    rows = jnp.asarray(task_rows(data.task, m))
     if method == "auto":
         method = "alternating" if not convex else "proximal" if classification else "admm"
     if method in ("admm", "alternating") and classification:
@@ -239,14 +240,14 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
                          "non-convex (use method='alternating')")
     if method == "admm":
         W, b, res = profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0,
-                                 m, max_iter, tol, fit_intercept)
+                                 m, max_iter, tol, fit_intercept, rows)
     elif method == "proximal":
         W, b, res = profile_proximal(X, y, task, weights, noise, ridge, classification, prox,
                                      penalty, args, W0, b0, m, max_iter, tol, fit_intercept)
     elif method == "alternating":
         W, b, res = profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum,
                                         penalty, args, jnp.asarray(omega0), W0, b0, m,
-                                        max_iter, tol, fit_intercept)
+                                        max_iter, tol, fit_intercept, rows)
     else:
         raise ValueError(f"method must be 'auto', 'admm', 'proximal' or 'alternating'; got "
                          f"{method!r}")
@@ -316,28 +317,50 @@ def profile_proximal(X, y, task, weights, noise, ridge, classification, prox, pe
     return W, b, (out.objective, out.history, out.n_iter, out.converged, out.residual)
 
 
-def _task_blocks(X, y, task, weights, noise, m, fit_intercept=True):
+def task_rows(task, m: int) -> np.ndarray:
+    """(m, n_max) row indices of each task's rows, padded with N (an index past the end).
+
+    Host-side layout for :func:`_task_blocks`: gathering rows into a padded (m, n_max, D)
+    array makes the per-task Gram blocks one batched matmul instead of a scatter-add of N
+    outer products (≈ 10× faster on School)."""
+    task = np.asarray(task)
+    counts = np.bincount(task, minlength=m)
+    order = np.argsort(task, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.arange(len(task)) - starts[task[order]]
+    rows = np.full((m, max(int(counts.max(initial=0)), 1)), len(task), dtype=np.int64)
+    rows[task[order], position] = order
+    return rows
+
+
+def _task_blocks(X, y, task, weights, noise, m, fit_intercept=True, rows=None):
     """Per-task Gram blocks H_i = Σ_j c_j x̃_j x̃_jᵀ (m, D, D) and right-hand sides (m, D)
     of the Gaussian W-step, x̃ = (x, 1) (D = d + 1) or x̃ = x without intercept (D = d),
-    c_j = w_j / σ²."""
+    c_j = w_j / σ². ``rows`` (from :func:`task_rows`) selects the fast padded layout."""
     Xa = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1) if fit_intercept else X
     c = weights / noise**2
-    H = jax.ops.segment_sum(c[:, None, None] * Xa[:, :, None] * Xa[:, None, :], task, m)
-    rhs = jax.ops.segment_sum((c * y)[:, None] * Xa, task, m)
+    if rows is None:
+        H = jax.ops.segment_sum(c[:, None, None] * Xa[:, :, None] * Xa[:, None, :], task, m)
+        rhs = jax.ops.segment_sum((c * y)[:, None] * Xa, task, m)
+        return H, rhs
+    pad = lambda a: jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])[rows]  # noqa
+    Xp, cp, yp = pad(Xa), pad(c), pad(y)
+    H = jnp.einsum("mni,mn,mnj->mij", Xp, cp, Xp)
+    rhs = jnp.einsum("mni,mn->mi", Xp, cp * yp)
     return H, rhs
 
 
-def _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept):
-    """Exact solver of the ADMM W-step for every penalty ρ_admm, O(m d²) per call.
+def _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept, rows=None):
+    """Exact solver of the ADMM W-step for every penalty ρ_a, O(m d²) per call.
 
     The W-step minimises Σ_i [½θ_iᵀH_iθ_i - r_iᵀθ_i] + (ρ/2)‖W‖² + (ρ_a/2)‖W - V‖²
     (θ_i = (w_i, b_i)). The intercept is eliminated exactly (Schur complement
     S_i = H_ww - h hᵀ/h_bb, the task's centred Gram matrix), and S_i = Q_i diag(s_i) Q_iᵀ is
     factored once, so w_i = Q_i diag(1/(s_i + ρ + ρ_a)) Q_iᵀ (r̃_i + ρ_a v_i) for any ρ_a.
-    Returns ``solve(V, rho_admm) -> (W, b)`` and the loss constant ½Σ c_j y_j².
+    Returns ``solve(V, rho_a) -> (W, b)`` and the blocks (H, rhs).
     """
     d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept)
+    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept, rows)
     if fit_intercept:
         h, hbb = H[:, :d, d], H[:, d, d]
         safe = jnp.where(hbb > 0, hbb, 1.0)  # a task without rows keeps b = 0
@@ -367,69 +390,135 @@ def _quadratic_loss(H, rhs, const, W, b, fit_intercept):
     return 0.5 * jnp.einsum("mi,mij,mj->", theta, H, theta) - jnp.sum(rhs * theta) + const
 
 
-@jax.jit(static_argnames=("prox", "penalty", "m", "max_iter", "fit_intercept"))
+class _AdmmState(NamedTuple):
+    x: jax.Array  # accepted point (Z, U) flattened
+    tx: jax.Array  # ADMM map at x (or, in warm-up, the next point)
+    W: jax.Array
+    b: jax.Array
+    primal: jax.Array
+    dual: jax.Array
+    rho: jax.Array
+    dX: jax.Array  # (memory, 2dm) Anderson differences of points
+    dG: jax.Array  # (memory, 2dm) and of fixed-point residuals
+    count: jax.Array
+    f_prev: jax.Array
+    f: jax.Array
+    hist: jax.Array
+    n_eval: jax.Array
+    it: jax.Array
+
+
+@jax.jit(static_argnames=("prox", "penalty", "m", "max_iter", "fit_intercept", "memory",
+                          "warmup"))
 def profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0, m, max_iter,
-                 tol, fit_intercept=True):
+                 tol, fit_intercept=True, rows=None, *, relaxation=1.5, memory=10, warmup=10):
     """ADMM for the Gaussian profile problem  min L(W, b) + (ρ/2)‖W‖² + R(Z)  s.t.  W = Z.
 
-    W-step: exact per-task solve (:func:`_eigen_w_solver`); Z-step: ``prox(W + U, 1/ρ_a,
-    args)``; scaled dual U; residual balancing of ρ_a (Boyd et al. 3.4.1); stop when the
-    primal and dual residuals meet Boyd et al.'s tolerances (relative √tol) and the
-    objective at Z changes by at most ``tol`` relatively. Returns Z, b and
-    ``(objective, history, n_iter, converged, residual)``.
+    One ADMM map T: (Z, U) ↦ (Z⁺, U⁺) with ρ_a the ADMM penalty:
+      W, b = exact per-task solve with V = Z - U (:func:`_eigen_w_solver`),
+      Ŵ = α W + (1 - α) Z (over-relaxation, α = ``relaxation``),
+      Z⁺ = ``prox(Ŵ + U, 1/ρ_a, args)``,  U⁺ = U + Ŵ - Z⁺.
+    The first ``warmup`` iterations are plain ADMM with residual balancing of ρ_a (Boyd et
+    al. 3.4.1); then ρ_a is frozen and the fixed-point iteration of T is accelerated by
+    safeguarded type-II Anderson acceleration (``memory`` past steps; a step is kept only if
+    it lowers the fixed-point residual ‖T(x) - x‖, else the plain step is taken and the
+    memory cleared; ``memory=0`` gives plain balanced ADMM). Stops when the primal
+    ‖W - Z⁺‖ and dual ρ_a‖Z⁺ - Z‖ residuals meet Boyd et al.'s tolerances (absolute 1e-12,
+    relative √tol) and the objective at Z⁺ changed by at most ``tol`` relatively.
+    Returns Z⁺, b and ``(objective, history, n_iter, converged, residual)``; n_iter counts
+    evaluations of T.
     """
     d = X.shape[1]
-    solve, H, rhs = _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept)
+    n = d * m
+    solve, H, rhs = _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept, rows)
     const = 0.5 * jnp.sum(weights * y**2) / noise**2
     abs_tol, rel_tol = 1e-12, jnp.sqrt(tol)
+    alpha = relaxation
+    flat = lambda Z, U: jnp.concatenate([Z.ravel(), U.ravel()])  # noqa: E731
+    unflat = lambda v: (v[:n].reshape(d, m), v[n:].reshape(d, m))  # noqa: E731
 
     def objective(W, b):
         return (_quadratic_loss(H, rhs, const, W, b, fit_intercept)
                 + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args))
 
-    def body(s):
-        W, b, Z, U, rho, f_prev, f, hist, it, _, _ = s
+    def admm_map(x, rho):
+        Z, U = unflat(x)
         W, b = solve(Z - U, rho)
-        Z_new = prox(W + U, 1.0 / rho, args)
-        U = U + W - Z_new
+        W_hat = alpha * W + (1.0 - alpha) * Z
+        Z_new = prox(W_hat + U, 1.0 / rho, args)
+        U_new = U + W_hat - Z_new
         primal = jnp.linalg.norm(W - Z_new)
         dual = rho * jnp.linalg.norm(Z_new - Z)
-        f_new = objective(Z_new, b)
-        # residual balancing (Boyd et al. 3.4.1); U is the scaled dual, so rescale it
-        scale = jnp.where(primal > 10 * dual, 2.0, jnp.where(dual > 10 * primal, 0.5, 1.0))
-        return (W, b, Z_new, U / scale, rho * scale, f, f_new, hist.at[it].set(f_new), it + 1,
-                primal, dual)
+        return flat(Z_new, U_new), W, b, primal, dual
 
-    def cond(s):
-        W, b, Z, U, rho, f_prev, f, hist, it, primal, dual = s
-        n = jnp.sqrt(W.size)
-        eps_pri = n * abs_tol + rel_tol * jnp.maximum(jnp.linalg.norm(W), jnp.linalg.norm(Z))
-        eps_dual = n * abs_tol + rel_tol * rho * jnp.linalg.norm(U)
-        stalled = jnp.abs(f_prev - f) <= tol * jnp.maximum(1.0, jnp.abs(f))
-        return (it < max_iter) & ~((primal <= eps_pri) & (dual <= eps_dual) & stalled)
+    def body(s: _AdmmState):
+        plain = (s.it < warmup) | (memory == 0)
+        g = s.tx - s.x
+        mask = jnp.arange(max(memory, 1)) < s.count
+        gram = s.dG @ s.dG.T
+        gram = jnp.where(mask[:, None] & mask[None, :], gram, jnp.eye(gram.shape[0]))
+        gram = gram + 1e-10 * jnp.trace(gram) / gram.shape[0] * jnp.eye(gram.shape[0])
+        gamma = jnp.linalg.solve(gram, jnp.where(mask, s.dG @ g, 0.0))
+        anderson = s.tx - (s.dX + s.dG).T @ gamma
+        candidate = jnp.where(plain | (s.count == 0), s.tx, anderson)
+        tx, W, b, primal, dual = admm_map(candidate, s.rho)
+        g_new = tx - candidate
+        accept = plain | (s.count == 0) | (jnp.linalg.norm(g_new) <= jnp.linalg.norm(g))
+
+        def keep(_):
+            return candidate, tx, W, b, primal, dual
+
+        def fallback(_):  # the plain ADMM step from the accepted point
+            return (s.tx, *admm_map(s.tx, s.rho))
+
+        x, tx, W, b, primal, dual = jax.lax.cond(accept, keep, fallback, None)
+        push = accept & ~plain & (s.it > warmup)
+        dX = jnp.where(push, jnp.roll(s.dX, 1, axis=0).at[0].set(candidate - s.x), s.dX)
+        dG = jnp.where(push, jnp.roll(s.dG, 1, axis=0).at[0].set(g_new - g), s.dG)
+        count = jnp.where(accept, jnp.minimum(s.count + push, memory), 0)
+        Z_new, _ = unflat(tx)
+        f_new = objective(Z_new, b)
+        # residual balancing while plain; U is the scaled dual, so rescale it
+        scale = jnp.where(primal > 10 * dual, 2.0, jnp.where(dual > 10 * primal, 0.5, 1.0))
+        scale = jnp.where(plain, scale, 1.0)
+        tx = tx.at[n:].divide(scale)
+        return _AdmmState(x, tx, W, b, primal, dual, s.rho * scale, dX, dG, count, s.f,
+                          f_new, s.hist.at[s.it].set(f_new),
+                          s.n_eval + 1 + (~accept).astype(s.n_eval.dtype), s.it + 1)
+
+    def cond(s: _AdmmState):
+        Z, U = unflat(s.tx)
+        eps_pri = jnp.sqrt(n) * abs_tol + rel_tol * jnp.maximum(jnp.linalg.norm(s.W),
+                                                               jnp.linalg.norm(Z))
+        eps_dual = jnp.sqrt(n) * abs_tol + rel_tol * s.rho * jnp.linalg.norm(U)
+        stalled = jnp.abs(s.f_prev - s.f) <= tol * jnp.maximum(1.0, jnp.abs(s.f))
+        return (s.it < max_iter) & ~((s.primal <= eps_pri) & (s.dual <= eps_dual) & stalled)
 
     D = d + 1 if fit_intercept else d
     rho0 = jnp.maximum(1e-3, jnp.mean(jnp.trace(H, axis1=1, axis2=2)) / D)
-    f0 = objective(W0, b0)
-    init = (W0, b0, W0, jnp.zeros_like(W0), rho0, jnp.inf, f0, jnp.full((max_iter,), jnp.nan),
-            0, jnp.inf, jnp.inf)
-    W, b, Z, U, rho, f_prev, f, hist, it, primal, dual = jax.lax.while_loop(cond, body, init)
+    x0 = flat(W0, jnp.zeros_like(W0))
+    k = max(memory, 1)
+    inf = jnp.asarray(jnp.inf)
+    init = _AdmmState(x0, x0, W0, b0, inf, inf, rho0, jnp.zeros((k, 2 * n)),
+                      jnp.zeros((k, 2 * n)), jnp.asarray(0), inf, objective(W0, b0),
+                      jnp.full((max_iter,), jnp.nan), jnp.asarray(0), jnp.asarray(0))
+    s = jax.lax.while_loop(cond, body, init)
+    Z, _ = unflat(s.tx)
     # report the objective from the rows (not the Gram form) at the returned point
-    f = _data_loss(X, y, task, weights, Z, b, False, noise) + 0.5 * ridge * jnp.sum(Z**2) \
-        + penalty(Z, args)
-    return Z, b, (f, hist, it, it < max_iter, jnp.maximum(primal, dual))
+    f = profile_objective(Z, s.b, X, y, task, weights, ridge, penalty, args, False, noise)
+    return Z, s.b, (f, s.hist, s.n_eval, s.it < max_iter, jnp.maximum(s.primal, s.dual))
 
 
 # --- alternating scheme (Gaussian): exact W-step by preconditioned CG, closed-form Ω-step
 
 
 def gaussian_w_step(X, y, task, weights, noise, precision, ridge, W0, b0, m, tol=1e-13,
-                    fit_intercept=True):
+                    fit_intercept=True, rows=None):
     """Exact minimiser over (W, b) of Σ w_j (y_j - f_j)²/(2σ²) + ½ tr(W P Wᵀ) + (ρ/2)‖W‖²
     for a task precision P (m, m), by block-Jacobi preconditioned conjugate gradients.
-    Without intercept b is zero."""
+    Without intercept b is zero; ``rows`` as in :func:`_task_blocks`."""
     d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept)
+    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept, rows)
     D = H.shape[-1]
     pen = jnp.ones(D).at[d:].set(0.0)  # prior acts on w, not b
 
@@ -453,7 +542,7 @@ def gaussian_w_step(X, y, task, weights, noise, precision, ridge, W0, b0, m, tol
 
 @jax.jit(static_argnames=("omega_spectrum", "penalty", "m", "max_iter", "fit_intercept"))
 def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, penalty, args,
-                        omega0, W0, b0, m, max_iter, tol, fit_intercept=True):
+                        omega0, W0, b0, m, max_iter, tol, fit_intercept=True, rows=None):
     """Alternate the exact W-step (precision λΩ⁻¹, :func:`gaussian_w_step`) and the
     closed-form Ω-step Ω = V diag(omega_spectrum(a)) Vᵀ of WᵀW + εI = V diag(a) Vᵀ
     (ε = 1e-10 max(1, ‖W0‖²) keeps Ω invertible). The first W-step uses ``omega0``. Each step
@@ -476,7 +565,7 @@ def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, 
         W, b, prev, _, hist, it = s
         precision = jnp.where(it == 0, precision0, precision_of(W))
         W_new, b_new = gaussian_w_step(X, y, task, weights, noise, precision, ridge, W, b, m,
-                                       fit_intercept=fit_intercept)
+                                       fit_intercept=fit_intercept, rows=rows)
         f = objective(W_new, b_new)
         change = jnp.linalg.norm(W_new - W) / jnp.maximum(1.0, jnp.linalg.norm(W_new))
         return W_new, b_new, f, change, hist.at[it].set(f), it + 1
