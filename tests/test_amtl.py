@@ -174,28 +174,78 @@ def synthetic_fit():
     return train, A.fit_amtl(train, lam=1.0, mu=1.0, fit_intercept=False, tol=1e-13)
 
 
+def _mass_shares(B):
+    """Shares of the total B mass: easy→hard, easy→easy, sent by hard tasks, across groups."""
+    easy, hard = np.array(EASY_TASKS), np.array(HARD_TASKS)
+    group = np.zeros(len(B), int)
+    group[list(GROUPS[1])] = 1
+    total = B.sum()
+    return (B[np.ix_(easy, hard)].sum() / total, B[np.ix_(easy, easy)].sum() / total,
+            B[hard].sum() / total, B[group[:, None] != group[None, :]].sum() / total)
+
+
 def test_theorem_1_transfer_leaves_easy_tasks(synthetic_fit):
-    """At the returned optimum of (1) on the synthetic set (seed 0): ≥ 90% of the B mass
-    leaves low-noise tasks (Theorem 1: outgoing transfer ordered by loss), of the mass
-    exchanged between easy and hard tasks ≥ 90% goes easy → hard, no easy task sends less
-    than every hard task of its group, and ≤ 5% of the mass crosses the two groups."""
+    """At the returned optimum of (1) on the synthetic set (seed 0; λ = μ = 1 is the point
+    chosen on the validation part from λ, μ ∈ {0.1, 0.3, 1, 3, 10, 30} × {0.03, …, 10}):
+    ≥ 99% of the B mass leaves low-noise tasks (Theorem 1: outgoing transfer ordered by loss;
+    observed: 100%), so ≥ 99% of the easy↔hard mass goes easy → hard; no easy task sends less
+    than every hard task of its group; ≤ 5% of the mass crosses the two groups (observed 2.6%).
+
+    The issue's stricter reading, "≥ 90% of the *total* mass flows easy → hard", does not hold
+    (observed 49%: the other 51% is easy → easy) and is not implied by (1) — see
+    :func:`test_theorem_1_does_not_direct_incoming_mass`."""
     _, r = synthetic_fit
     B = r.transfer_graph
-    easy, hard = np.array(EASY_TASKS), np.array(HARD_TASKS)
-    total = B.sum()
-    assert total > 0
-    assert B[easy].sum() >= 0.9 * total
-    easy_to_hard, hard_to_easy = B[np.ix_(easy, hard)].sum(), B[np.ix_(hard, easy)].sum()
-    assert easy_to_hard >= 0.9 * (easy_to_hard + hard_to_easy)
-    group = np.zeros(12, int)
-    group[list(GROUPS[1])] = 1
-    assert B[group[:, None] != group[None, :]].sum() <= 0.05 * total
+    easy = np.array(EASY_TASKS)
+    assert B.sum() > 0
+    easy_to_hard, _, hard_out, cross = _mass_shares(B)
+    assert B[easy].sum() >= 0.99 * B.sum() and hard_out <= 0.01
+    assert easy_to_hard >= 0.99 * (easy_to_hard + hard_out)
+    assert cross <= 0.05
     outgoing = B.sum(axis=1)
     for g in GROUPS:
         e = [t for t in g if t in EASY_TASKS]
         h = [t for t in g if t in HARD_TASKS]
         assert outgoing[e].min() >= outgoing[h].max()
-    assert np.all(r.task_loss[easy].max() < r.task_loss[hard].min())
+    assert np.all(r.task_loss[easy].max() < r.task_loss[np.array(HARD_TASKS)].min())
+
+
+def test_theorem_1_does_not_direct_incoming_mass(synthetic_fit):
+    """Why "≥ 90% of the total mass easy → hard" fails at the optimum of (1).
+
+    Theorem 1 orders *outgoing* mass ‖b_t^o‖₁ by the source loss. The incoming mass of a
+    target t is set by column t of the B-step, ``min μ Σ_s Λ_s B[s,t] + λ‖w_t - W b_t^i‖²``,
+    in which the target's own loss does not appear (and in the W-step the pull λ‖w_t - W b_t^i‖²
+    is the same for easy and hard targets, since the mean squared loss has curvature 2XᵀX/n
+    whatever the noise). So easy targets receive about as much as hard ones (≈ 1 each: every
+    task ≈ the average of its easy group mates), and easy → easy carries about half of the
+    mass. Checked here: incoming mass of easy and hard targets within a factor 1.5 of each
+    other; and at fixed W the best B that obeys the strict reading (no easy → easy edge;
+    cvxpy) raises (1) by more than 10% (observed +60%) and still sends < 90% of its mass
+    easy → hard (it then routes hard → easy)."""
+    train, r = synthetic_fit
+    B, W, loss = r.transfer_graph, r.W, r.task_loss
+    easy, hard = np.array(EASY_TASKS), np.array(HARD_TASKS)
+    easy_to_hard, easy_to_easy, _, _ = _mass_shares(B)
+    assert easy_to_hard < 0.9 and easy_to_easy > 0.3
+    incoming = B.sum(axis=0)
+    assert 1 / 1.5 < incoming[easy].mean() / incoming[hard].mean() < 1.5
+    m = train.n_tasks
+    strict = np.zeros((m, m))
+    for t in range(m):
+        b = cp.Variable(m)
+        cons = [b >= 0, b[t] == 0] + ([b[easy] == 0] if t in EASY_TASKS else [])
+        cp.Problem(cp.Minimize(loss @ b + cp.sum_squares(W[:, t] - W @ b)), cons).solve(
+            solver=cp.CLARABEL)
+        strict[:, t] = np.maximum(b.value, 0.0)
+    arrays = A.task_arrays(train, "amtl", False)
+
+    def objective(graph):
+        return float(A.amtl_objective(jnp.asarray(W.T), jnp.asarray(graph), arrays, 1.0, 1.0,
+                                      "squared", train.n_features))
+
+    assert objective(strict) > 1.1 * objective(B)
+    assert _mass_shares(strict)[0] < 0.9
 
 
 def test_alternation_is_monotone_and_stationary(synthetic_fit):
@@ -241,7 +291,7 @@ def test_smtl_and_noloss_and_imbalance_run():
     train, _, _ = load_amtl_imbalanced(seed=0, n_features=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        rs = {v: A.fit_amtl(train, 1.0, 0.02, v, fit_intercept=False, max_iter=100)
+        rs = {v: A.fit_amtl(train, 1.0, 0.02, v, fit_intercept=False, max_iter=30)
               for v in ("smtl", "noloss", "imbalance")}
     np.testing.assert_allclose(rs["smtl"].transfer_graph, rs["smtl"].transfer_graph.T)
     n = train.n_per_task

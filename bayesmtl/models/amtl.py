@@ -45,6 +45,12 @@ selection rule (5) and update (6)), ``"noloss"`` (Λ = I: plain ℓ1 on B, no te
 ``"imbalance"`` (L_t → c_t L_t, c_t = 1/√n_t), ``"smtl"`` (symmetric B). The paper's SMTL asks
 for a positive semidefinite B; a PSD matrix with zero diagonal is zero, so SMTL here keeps the
 zero diagonal and imposes B = Bᵀ ≥ 0 (symmetric transfer, same objective (1)).
+
+What (1) does and does not order (Theorem 1): the cost of an edge s → t is μ Λ_s, so the
+*outgoing* mass ‖b_s^o‖₁ is ordered by the source loss (low-loss tasks send). The *incoming*
+mass of a target t is set by column t of the B-step, in which L_t does not appear, so easy
+targets receive about as much as hard ones (on the Section 4.1 set every task receives ≈ 1
+and easy → easy edges carry about half of the mass; see benchmarks/results_amtl.md).
 """
 
 from __future__ import annotations
