@@ -1,6 +1,7 @@
 """``bayesmtl`` command line: fit a model on a bundled data set and write a report folder.
 
     bayesmtl fit --dataset school --split 1 --prior mtrl --inference map --out reports/school
+    bayesmtl compare --dataset school --split 1 --out reports/compare
 
 The report holds ``metrics.json``, ``summary.csv`` (task-relation summary), ``posterior.nc``
 (the ArviZ DataTree), ``omega_corr.png`` (clustered task-correlation heatmap) and ``model/``
@@ -118,6 +119,79 @@ def cmd_fit(args):
     return 0
 
 
+#: λ₂ grid for the members that have one (glMTL, SPATS, Schatten, reconstruction)
+LAM2_GRID = (0.01, 0.1, 1.0)
+DEFAULT_MEMBERS = ("stl", "pooled", "rmtl", "clustered", "mtrl", "glmtl", "spats", "schatten",
+                   "squared_schatten", "reconstruction")
+
+
+def cmd_compare(args):
+    """Fit STL, pooled and every family member with (λ, λ₂) by K-fold CV on the training data;
+    print test error, fit time and the chosen hyperparameters; write a table and heatmaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .inference.export import omega_to_corr
+    from .plots import cluster_order
+    from .selection import cross_validate, fit_member, make_member, score
+
+    def log(msg):
+        print(msg, flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = _load(args.dataset, args.split)
+    metric = "rmse" if train.kind == "regression" else "error_pct"
+    members = DEFAULT_MEMBERS if args.members == "all" else tuple(args.members.split(","))
+    lam_grid = tuple(float(v) for v in args.lam_grid.split(","))
+    lam2_grid = tuple(float(v) for v in args.lam2_grid.split(","))
+    log(f"data: {args.dataset} split {args.split}: {train!r}")
+    log(f"λ grid {lam_grid}, λ₂ grid {lam2_grid}, {args.folds}-fold CV on training rows only")
+    log(f"\n{'member':<18}{'test ' + metric:>12}{'fit time (s)':>14}{'CV time (s)':>13}"
+        f"{'λ':>9}{'λ₂':>9}")
+    rows, corrs = [], {}
+    for name in members:
+        cv = cross_validate(train, name, lam_grid, lam2_grid, n_folds=args.folds,
+                            seed=args.seed, n_jobs=args.jobs)
+        member = make_member(name, train.n_tasks, cv.lam2)
+        start = time.perf_counter()
+        fit = fit_member(train, member, cv.lam)
+        seconds = time.perf_counter() - start
+        value = score(fit, test)
+        rows.append({"member": name, f"test_{metric}": value, "fit_time_s": seconds,
+                     "cv_time_s": cv.seconds, "lam": cv.lam, "lam2": cv.lam2,
+                     "converged": fit.converged})
+        corrs[name] = omega_to_corr(fit.omega)
+        lam2 = "-" if cv.lam2 is None else f"{cv.lam2:g}"
+        log(f"{name:<18}{value:>12.4f}{seconds:>14.2f}{cv.seconds:>13.1f}{cv.lam:>9g}"
+            f"{lam2:>9}")
+    (out / "compare.json").write_text(json.dumps(
+        {"dataset": args.dataset, "split": args.split, "folds": args.folds, "lam_grid": lam_grid,
+         "lam2_grid": lam2_grid, "rows": rows}, indent=2))
+    best = min(rows, key=lambda r: r[f"test_{metric}"])
+    reference = next(n for n in ("mtrl", "clustered", best["member"]) if n in corrs)
+    order = cluster_order(corrs[reference])
+    cols = min(5, len(corrs))
+    nrows = -(-len(corrs) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.2 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(corrs):]:
+        ax.axis("off")
+    for ax, (name, corr) in zip(axes.ravel(), corrs.items(), strict=False):
+        im = ax.imshow(corr[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1,
+                       interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02)
+    fig.suptitle(f"{args.dataset} split {args.split}: task correlation (tasks in the "
+                 f"clustered order of {reference})")
+    fig.savefig(out / "task_correlations.png", dpi=110, bbox_inches="tight")
+    log(f"\nreport written to {out}/ (compare.json, task_correlations.png)")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bayesmtl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,7 +209,21 @@ def main(argv=None):
     fit.add_argument("--chains", type=int, default=2)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--out", default="reports/run")
+    cmp = sub.add_parser("compare", help="STL, pooled and every family member, λ by CV")
+    cmp.add_argument("--dataset", default="school",
+                     choices=["school", "mnist", "usps", "sklearn-digits"])
+    cmp.add_argument("--split", type=int, default=1)
+    cmp.add_argument("--members", default="all",
+                     help="comma-separated names, or 'all': " + ",".join(DEFAULT_MEMBERS))
+    cmp.add_argument("--lam-grid", default=",".join(str(v) for v in LAM_GRID))
+    cmp.add_argument("--lam2-grid", default=",".join(str(v) for v in LAM2_GRID))
+    cmp.add_argument("--folds", type=int, default=3)
+    cmp.add_argument("--jobs", type=int, default=1, help="CV folds run in parallel threads")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--out", default="reports/compare")
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        return cmd_compare(args)
     if args.command == "fit":
         if args.chains > 1:
             import numpyro

@@ -86,11 +86,13 @@ class TaskKFold(BaseCrossValidator):
 class _MTLBase(BaseEstimator):
     _kind = REGRESSION
 
-    def __init__(self, prior="mtrl", lam=1.0, ridge=0.0, inference="map", loss_scale=None,
+    def __init__(self, prior="mtrl", lam=1.0, ridge=0.0, lam2=1.0, inference="map",
+                 loss_scale=None,
                  noise=None, task_col=None, num_warmup=500, num_samples=500, num_chains=2,
                  svi_steps=5000, guide="normal", noncentered=False, progress_bar=False, seed=0):
         self.prior = prior
         self.lam = lam
+        self.lam2 = lam2
         self.ridge = ridge
         self.inference = inference
         self.loss_scale = loss_scale
@@ -144,37 +146,42 @@ class _MTLBase(BaseEstimator):
         """Fit on rows X (n, d) with targets y (n,) and task labels (argument or column)."""
         data = self._data(X, y, task)
         inference, loss_scale, likelihood = self._settings()
-        prior = resolve_prior(self.prior)
-        prior.check(data.n_tasks)
         start = time.perf_counter()
-        if inference == "map":
-            params = self._fit_map(data, prior, likelihood, loss_scale)
-            self.idata_ = from_point(params, task_names=data.task_names,
-                                     feature_names=data.feature_names)
+        member = self._family_member(data)
+        if member is not False:
+            prior = self._fit_family(data, member, inference, loss_scale, likelihood)
         else:
-            args, kw = model_inputs(data, loss_scale)
-            kw.update(omega_prior=prior, likelihood=likelihood, lam=self.lam, ridge=self.ridge,
-                      noncentered=self.noncentered)
-            if inference == "nuts":
-                from .inference.mcmc import run_nuts
-                self.mcmc_ = run_nuts(mtl_model, *args, num_warmup=self.num_warmup,
-                                      num_samples=self.num_samples, num_chains=self.num_chains,
-                                      seed=self.seed, progress_bar=self.progress_bar, **kw)
-                self.idata_ = from_mcmc(self.mcmc_, task_names=data.task_names,
-                                        feature_names=data.feature_names,
-                                        var_names=_reported(self.mcmc_.get_samples()))
+            prior = resolve_prior(self.prior)
+            prior.check(data.n_tasks)
+            if inference == "map":
+                params = self._fit_map(data, prior, likelihood, loss_scale)
+                self.idata_ = from_point(params, task_names=data.task_names,
+                                         feature_names=data.feature_names)
             else:
-                from .inference.svi import run_svi
-                self.svi_result_, samples = run_svi(
-                    mtl_model, *args, guide=self.guide, num_steps=self.svi_steps,
-                    num_samples=self.num_samples, seed=self.seed,
-                    progress_bar=self.progress_bar, **kw)
-                self.idata_ = to_datatree({k: v for k, v in samples.items()
-                                           if k in _reported(samples)},
-                                          task_names=data.task_names,
-                                          feature_names=data.feature_names)
+                args, kw = model_inputs(data, loss_scale)
+                kw.update(omega_prior=prior, likelihood=likelihood, lam=self.lam, ridge=self.ridge,
+                          noncentered=self.noncentered)
+                if inference == "nuts":
+                    from .inference.mcmc import run_nuts
+                    self.mcmc_ = run_nuts(mtl_model, *args, num_warmup=self.num_warmup,
+                                          num_samples=self.num_samples, num_chains=self.num_chains,
+                                          seed=self.seed, progress_bar=self.progress_bar, **kw)
+                    self.idata_ = from_mcmc(self.mcmc_, task_names=data.task_names,
+                                            feature_names=data.feature_names,
+                                            var_names=_reported(self.mcmc_.get_samples()))
+                else:
+                    from .inference.svi import run_svi
+                    self.svi_result_, samples = run_svi(
+                        mtl_model, *args, guide=self.guide, num_steps=self.svi_steps,
+                        num_samples=self.num_samples, seed=self.seed,
+                        progress_bar=self.progress_bar, **kw)
+                    self.idata_ = to_datatree({k: v for k, v in samples.items()
+                                               if k in _reported(samples)},
+                                              task_names=data.task_names,
+                                              feature_names=data.feature_names)
         self.fit_time_ = time.perf_counter() - start
-        self.idata_.attrs.update(prior=prior.name, lam=float(self.lam), ridge=float(self.ridge),
+        self.idata_.attrs.update(prior=getattr(prior, "name", "pooled"), lam=float(self.lam),
+                                 ridge=float(self.ridge),
                                  inference=inference)
         post = self.idata_.posterior
         self.W_ = post["W"].values.reshape(-1, *post["W"].shape[2:])  # (draws, d, m)
@@ -187,6 +194,43 @@ class _MTLBase(BaseEstimator):
         if self._kind == CLASSIFICATION:
             self.classes_ = np.asarray(data.label_values)
         return self
+
+    def _family_member(self, data):
+        """The L2MT-family member named by ``prior`` (None = pooled), or False if ``prior`` is
+        a matrix-normal Ω prior (see :mod:`bayesmtl.selection`)."""
+        from .selection import MEMBERS, is_member, make_member
+
+        if isinstance(self.prior, str) and self.prior in MEMBERS and self.prior not in PRIORS:
+            return make_member(self.prior, data.n_tasks, self.lam2)
+        if is_member(self.prior):
+            return self.prior
+        return False
+
+    def _fit_family(self, data, member, inference, loss_scale, likelihood):
+        """MAP by the member's exact solver; NUTS on the member's Gibbs joint."""
+        from .models.family import sample_family
+        from .selection import fit_member
+
+        noise = getattr(likelihood, "noise", None)
+        if isinstance(noise, str):
+            raise ValueError("family members need a fixed noise (a float)")
+        if inference == "map":
+            fit = fit_member(data, member, float(self.lam), loss_scale=loss_scale, noise=noise)
+            self.map_result_ = fit.raw
+            self.idata_ = from_point({"W": fit.W, "b": fit.b, "omega": fit.omega},
+                                     task_names=data.task_names,
+                                     feature_names=data.feature_names)
+        elif inference == "nuts" and hasattr(member, "omega_step"):
+            self.idata_ = sample_family(data, member, float(self.lam), loss_scale=loss_scale,
+                                        noise=noise, num_warmup=self.num_warmup,
+                                        num_samples=self.num_samples,
+                                        num_chains=self.num_chains, seed=self.seed,
+                                        progress_bar=self.progress_bar)
+        else:
+            raise ValueError(f"inference={inference!r} is not available for the "
+                             f"{getattr(member, 'name', 'pooled')} member; use 'map'"
+                             + (" or 'nuts'" if hasattr(member, "omega_step") else ""))
+        return member
 
     def _fit_map(self, data, prior, likelihood, loss_scale):
         if isinstance(prior, P.LKJ):
