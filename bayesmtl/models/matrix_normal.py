@@ -215,14 +215,17 @@ def _inputs(data, loss_scale, noise):
 
 def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, omega0,
                   lam, ridge=0.0, loss_scale="mean", noise=None, fit_intercept=True,
-                  max_iter=5000, tol=1e-12, init=None, convex=True) -> MTRLResult:
+                  max_iter=5000, tol=1e-12, init=None,
+                  methods=("admm", "proximal", "alternating")) -> MTRLResult:
     """MAP of a profile model: dispatch to ADMM, FISTA or the alternating W/Ω scheme.
 
     prox, penalty, args : the profile penalty R (see the comment above).
     omega_spectrum(a, args) : Ω's eigenvalues from those of WᵀW (the closed-form Ω-step).
     omega0 : (m, m) Ω for the first W-step of the alternating scheme.
     lam : λ (precision scale of the matrix-normal prior), used by the alternating scheme.
-    convex : False when R is non-convex; then "auto" selects "alternating".
+    methods : the methods valid for this penalty (a non-convex R excludes "admm"); "auto"
+        takes the first valid one of admm, proximal, alternating (proximal for
+        classification).
     """
     X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
     d, m = data.n_features, data.n_tasks
@@ -231,13 +234,17 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
         b0 = jnp.zeros(m)
     rows = jnp.asarray(task_rows(data.task, m))
     if method == "auto":
-        method = "alternating" if not convex else "proximal" if classification else "admm"
+        order = ("proximal",) if classification else ("admm", "proximal", "alternating")
+        method = next((m_ for m_ in order if m_ in methods), "unavailable")
+        if method == "unavailable":
+            raise ValueError(f"{name}: no method for classification with this non-convex "
+                             f"penalty (valid: {methods}, Gaussian likelihood only)")
     if method in ("admm", "alternating") and classification:
         raise ValueError(f"method={method!r} has an exact W-step for the Gaussian likelihood "
                          "only; use method='proximal' for classification")
-    if method in ("admm", "proximal") and not convex:
-        raise ValueError(f"method={method!r} needs a convex profile penalty; this one is "
-                         "non-convex (use method='alternating')")
+    if method in ("admm", "proximal", "alternating") and method not in methods:
+        raise ValueError(f"method={method!r} is not available for {name}: its profile "
+                         f"penalty is non-convex; use one of {methods}")
     if method == "admm":
         W, b, res = profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0,
                                  m, max_iter, tol, fit_intercept, rows)
@@ -542,19 +549,25 @@ def gaussian_w_step(X, y, task, weights, noise, precision, ridge, W0, b0, m, tol
 
 @jax.jit(static_argnames=("omega_spectrum", "penalty", "m", "max_iter", "fit_intercept"))
 def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, penalty, args,
-                        omega0, W0, b0, m, max_iter, tol, fit_intercept=True, rows=None):
+                        omega0, W0, b0, m, max_iter, tol, fit_intercept=True, rows=None,
+                        eps_decay=0.9):
     """Alternate the exact W-step (precision λΩ⁻¹, :func:`gaussian_w_step`) and the
-    closed-form Ω-step Ω = V diag(omega_spectrum(a)) Vᵀ of WᵀW + εI = V diag(a) Vᵀ
-    (ε = 1e-10 max(1, ‖W0‖²) keeps Ω invertible). The first W-step uses ``omega0``. Each step
-    decreases the ε-smoothed joint objective, so the scheme reaches a stationary point of it
-    (the global minimum when the profile is convex). Returns W, b and ``(objective, history,
-    n_iter, converged, relative W change)``, the objective being the profile one."""
+    closed-form Ω-step Ω = V diag(omega_spectrum(a)) Vᵀ of WᵀW + ε_k I = V diag(a) Vᵀ,
+    ε_k = max(ε, eps_decay^k ‖W‖²_F/m) decreasing to ε = 1e-10 max(1, ‖W0‖²), which keeps Ω
+    invertible. The first W-step uses ``omega0``. Once ε_k = ε each step decreases the
+    ε-smoothed joint objective, so the scheme reaches a stationary point of it (the global
+    minimum when the profile is convex; slow when that optimum is rank-deficient). Returns
+    W, b and ``(objective, history, n_iter, converged, relative W change)``, the objective
+    being the profile one."""
     eps = 1e-10 * jnp.maximum(1.0, jnp.sum(W0**2))
     e0, v0 = jnp.linalg.eigh(omega0)
     precision0 = lam * (v0 / e0) @ v0.T
 
-    def precision_of(W):
-        evals, evecs = jnp.linalg.eigh(W.T @ W + eps * jnp.eye(m))
+    def precision_of(W, it):
+        # ε-continuation (as in iteratively reweighted rank minimisation): a large floor
+        # early avoids freezing small singular values, then it decays to ε
+        floor = jnp.maximum(eps, eps_decay ** it * jnp.sum(W**2) / m)
+        evals, evecs = jnp.linalg.eigh(W.T @ W + floor * jnp.eye(m))
         omega_evals = omega_spectrum(jnp.clip(evals, 0.0) + 0.0, args)
         return lam * (evecs / omega_evals) @ evecs.T  # λ Ω⁻¹
 
@@ -563,7 +576,7 @@ def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, 
 
     def body(s):
         W, b, prev, _, hist, it = s
-        precision = jnp.where(it == 0, precision0, precision_of(W))
+        precision = jnp.where(it == 0, precision0, precision_of(W, it))
         W_new, b_new = gaussian_w_step(X, y, task, weights, noise, precision, ridge, W, b, m,
                                        fit_intercept=fit_intercept, rows=rows)
         f = objective(W_new, b_new)

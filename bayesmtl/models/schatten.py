@@ -45,9 +45,14 @@ MAP (:func:`fit_schatten`) solves the profile problem with the loops of
 :mod:`bayesmtl.models.matrix_normal`: ADMM with an exact W-step (Gaussian) or FISTA (any
 likelihood) with the prox of λ_r‖·‖_{S_p}^p (scalar prox per singular value; p = 1:
 soft-thresholding) or of (λ1/2)‖·‖²_{S_p} (a vector prox on the singular values). For r < 1
-(p < 1) the profile is non-convex and MAP uses the alternating W-step / closed-form Ω-step
-scheme, which decreases the (ε-floored) objective monotonically and reaches a stationary
-point, not necessarily the global minimum.
+(p < 1) the profile is non-convex and MAP returns a stationary point, not necessarily the
+global minimum: for Schatten by FISTA with the exact non-convex prox of λ_r‖·‖_{S_p}^p
+(generalised thresholding of the singular values; any likelihood), or by the alternating
+W-step / closed-form Ω-step scheme (Gaussian). For SquaredSchatten with r < 1 only the
+alternating scheme is available; it stalls once a singular value is pinned at the ε floor
+(the singular subspaces then rotate very slowly), so its answer is a block-coordinate
+stationary point of the ε-smoothed objective rather than a verified stationary point of
+the profile.
 """
 
 from __future__ import annotations
@@ -141,14 +146,45 @@ def _prox_power_scalar(s, tau, p, max_iter=100):
     return jnp.where(s > 0, x, 0.0)
 
 
+def _prox_power_nonconvex(s, tau, p, max_iter=100):
+    """Elementwise argmin_{x ≥ 0} ½(x - s)² + τ x^p for s ≥ 0 and 0 < p < 1 (generalised
+    soft-thresholding; the objective is non-convex, the minimiser is exact).
+
+    A positive minimiser is the larger root of h(x) = x + τ p x^{p-1} - s, which is convex
+    with its minimum at x_lo = (τ p (1 - p))^{1/(2-p)}; Newton from x = s decreases
+    monotonically to it. The root is kept only if it beats x = 0.
+    """
+    x_lo = (tau * p * (1.0 - p)) ** (1.0 / (2.0 - p))
+    tiny = jnp.finfo(s.dtype).tiny
+
+    def body(state):
+        x, it, _ = state
+        xs = jnp.maximum(x, tiny)
+        h = x + tau * p * xs ** (p - 1.0) - s
+        slope = 1.0 - tau * p * (1.0 - p) * xs ** (p - 2.0)
+        x_new = jnp.maximum(x - h / jnp.maximum(slope, tiny), x_lo)
+        return x_new, it + 1, jnp.max(jnp.abs(x_new - x) / jnp.maximum(s, tiny))
+
+    x, *_ = jax.lax.while_loop(lambda st: (st[1] < max_iter) & (st[2] > 1e-15), body,
+                               (jnp.maximum(s, x_lo), 0, jnp.inf))
+    exists = s > x_lo + tau * p * jnp.maximum(x_lo, tiny) ** (p - 1.0)
+    better = 0.5 * (x - s) ** 2 + tau * jnp.maximum(x, 0.0) ** p < 0.5 * s**2
+    return jnp.where(exists & better, x, 0.0)
+
+
 def _prox_power(s, tau, p):
-    """argmin_{x ≥ 0} ½‖x - s‖² + τ Σ x_k^p for 1 ≤ p < 2 (p = 1: soft-thresholding)."""
-    soft = jnp.maximum(s - tau, 0.0)
-    return jnp.where(p == 1.0, soft, _prox_power_scalar(s, tau, jnp.maximum(p, 1.0 + 1e-12)))
+    """argmin_{x ≥ 0} ½‖x - s‖² + τ Σ x_k^p for 0 < p < 2 (p = 1: soft-thresholding;
+    p < 1: non-convex, exact generalised thresholding)."""
+    branch = jnp.where(p == 1.0, 0, jnp.where(p > 1.0, 1, 2))  # only one branch runs
+    return jax.lax.switch(branch, [
+        lambda: jnp.maximum(s - tau, 0.0),
+        lambda: _prox_power_scalar(s, tau, jnp.maximum(p, 1.0 + 1e-12)),
+        lambda: _prox_power_nonconvex(s, tau, jnp.minimum(p, 1.0 - 1e-12))])
 
 
 def prox_schatten_pp(W, tau, p):
-    """Prox of τ‖W‖_{S_p}^p = τ Σ σ_k^p for 1 ≤ p < 2, W (d, m)."""
+    """Prox of τ‖W‖_{S_p}^p = τ Σ σ_k^p for 0 < p < 2, W (d, m) (for p < 1 the penalty is
+    non-convex and this is its exact, possibly set-valued, proximal map)."""
     U, s, Vt = jnp.linalg.svd(W, full_matrices=False)
     return (U * _prox_power(s, tau, p)) @ Vt
 
@@ -176,8 +212,8 @@ def _prox_squared_lp_nonneg(s, tau, p, n_bisect=200):
 def prox_squared_schatten(W, tau, p):
     """Prox of (τ/2)‖W‖²_{S_p} for 1 ≤ p < 2 (p = 1: MTRL's squared trace norm), W (d, m)."""
     U, s, Vt = jnp.linalg.svd(W, full_matrices=False)
-    x = jnp.where(p == 1.0, prox_squared_l1_nonneg(s, tau),
-                  _prox_squared_lp_nonneg(s, tau, jnp.maximum(p, 1.0 + 1e-12)))
+    x = jax.lax.cond(p == 1.0, lambda: prox_squared_l1_nonneg(s, tau),
+                     lambda: _prox_squared_lp_nonneg(s, tau, jnp.maximum(p, 1.0 + 1e-12)))
     return (U * x) @ Vt
 
 
@@ -316,9 +352,11 @@ def fit_schatten(data: MultiTaskData, prior: Schatten | SquaredSchatten, lam: fl
     ``loss_scale`` "mean" (the paper's Σ_i 1/n_i Σ_j) or "sum"; ``ridge`` an optional extra
     (ρ/2)‖W‖²_F; ``init`` an optional (W, b) warm start.
 
-    Methods: ``"admm"`` (Gaussian, :func:`profile_admm`), ``"proximal"`` (FISTA, any
-    likelihood), ``"alternating"`` (W-step / Ω-step, Gaussian; the only choice for r < 1,
-    where the profile is non-convex and a stationary point is returned), ``"auto"``.
+    Methods: ``"admm"`` (Gaussian, :func:`profile_admm`; r ≥ 1), ``"proximal"`` (FISTA, any
+    likelihood; also Schatten r < 1 with the non-convex prox), ``"alternating"`` (W-step /
+    Ω-step, Gaussian; the only choice for SquaredSchatten r < 1), ``"auto"`` (the first of
+    admm, proximal, alternating that applies). For r < 1 the profile is non-convex and a
+    stationary point is returned (see the module docstring).
     ``objective`` is the profile objective, equal to the minimum of (1) over Ω at W.
     """
     if not isinstance(prior, (Schatten, SquaredSchatten)):
@@ -328,6 +366,10 @@ def fit_schatten(data: MultiTaskData, prior: Schatten | SquaredSchatten, lam: fl
     m = data.n_tasks
     prior.check(m)
     r = float(prior.r)
+    methods = ("admm", "proximal", "alternating")
+    if r < 1.0:  # non-convex profile: no ADMM; squared p < 1 has no exact prox here
+        methods = ("proximal", "alternating") if isinstance(prior, Schatten) else (
+            "alternating",)
     if isinstance(prior, Schatten):
         kw = dict(name=f"Schatten(r={r:g})", prox=_schatten_prox, penalty=_schatten_penalty,
                   args=_schatten_args(r, lam, prior.lam2), omega_spectrum=_schatten_spectrum,
@@ -338,4 +380,4 @@ def fit_schatten(data: MultiTaskData, prior: Schatten | SquaredSchatten, lam: fl
                   omega_spectrum=_squared_spectrum, omega0=np.eye(m) * m ** (-1.0 / r))
     return solve_profile(data, method=method, lam=lam, ridge=ridge, loss_scale=loss_scale,
                          noise=noise, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
-                         init=init, convex=r >= 1.0, **kw)
+                         init=init, methods=methods, **kw)
