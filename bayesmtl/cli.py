@@ -71,21 +71,28 @@ def _metric(est, data):
     return "error_pct", float(100 * np.mean(pred != data.y))
 
 
-def cmd_fit(args):
+def log(msg):
+    print(msg, flush=True)
+
+
+def _start(args):
+    """Headless plotting, the report folder and the data: ``(out, train, test)``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from .estimators import MTLClassifier, MTLRegressor
-    from .inference.export import task_relation_summary
-    from .plots import plot_task_correlation
-
-    def log(msg):
-        print(msg, flush=True)
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train, test = _load(args.dataset, args.split)
     log(f"data: {args.dataset} split {args.split}: {train!r}")
+    return out, train, test
+
+
+def cmd_fit(args):
+    from .estimators import MTLClassifier, MTLRegressor
+    from .inference.export import task_relation_summary
+    from .plots import plot_task_correlation
+
+    out, train, test = _start(args)
     cls = MTLRegressor if train.kind == "regression" else MTLClassifier
     lam = args.lam if args.lam == "auto" else float(args.lam)
     if args.inference != "map" and lam == "auto":
@@ -128,45 +135,28 @@ DEFAULT_MEMBERS = ("stl", "pooled", "rmtl", "clustered", "mtrl", "glmtl", "spats
 def cmd_compare(args):
     """Fit STL, pooled and every family member with (λ, λ₂) by K-fold CV on the training data;
     print test error, fit time and the chosen hyperparameters; write a table and heatmaps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    out, train, test = _start(args)
     import matplotlib.pyplot as plt
 
     from .inference.export import omega_to_corr
     from .plots import cluster_order
-    from .selection import cross_validate, fit_member, make_member, score
+    from .selection import compare_members
 
-    def log(msg):
-        print(msg, flush=True)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    train, test = _load(args.dataset, args.split)
     metric = "rmse" if train.kind == "regression" else "error_pct"
     members = DEFAULT_MEMBERS if args.members == "all" else tuple(args.members.split(","))
     lam_grid = tuple(float(v) for v in args.lam_grid.split(","))
     lam2_grid = tuple(float(v) for v in args.lam2_grid.split(","))
-    log(f"data: {args.dataset} split {args.split}: {train!r}")
     log(f"λ grid {lam_grid}, λ₂ grid {lam2_grid}, {args.folds}-fold CV on training rows only")
     log(f"\n{'member':<18}{'test ' + metric:>12}{'fit time (s)':>14}{'CV time (s)':>13}"
         f"{'λ':>9}{'λ₂':>9}")
-    rows, corrs = [], {}
-    for name in members:
-        cv = cross_validate(train, name, lam_grid, lam2_grid, n_folds=args.folds,
-                            seed=args.seed, n_jobs=args.jobs)
-        member = make_member(name, train.n_tasks, cv.lam2)
-        start = time.perf_counter()
-        fit = fit_member(train, member, cv.lam)
-        seconds = time.perf_counter() - start
-        value = score(fit, test)
-        rows.append({"member": name, f"test_{metric}": value, "fit_time_s": seconds,
-                     "cv_time_s": cv.seconds, "lam": cv.lam, "lam2": cv.lam2,
-                     "converged": fit.converged})
-        corrs[name] = omega_to_corr(fit.omega)
-        lam2 = "-" if cv.lam2 is None else f"{cv.lam2:g}"
-        log(f"{name:<18}{value:>12.4f}{seconds:>14.2f}{cv.seconds:>13.1f}{cv.lam:>9g}"
-            f"{lam2:>9}")
+    def row(r):
+        lam2 = "-" if r["lam2"] is None else f"{r['lam2']:g}"
+        log(f"{r['member']:<18}{r['test_' + metric]:>12.4f}{r['fit_time_s']:>14.2f}"
+            f"{r['cv_time_s']:>13.1f}{r['lam']:>9g}{lam2:>9}")
+
+    rows, fits = compare_members(train, test, members, lam_grid, lam2_grid, n_folds=args.folds,
+                                 seed=args.seed, n_jobs=args.jobs, log=row)
+    corrs = {name: omega_to_corr(fit.omega) for name, fit in fits.items()}
     (out / "compare.json").write_text(json.dumps(
         {"dataset": args.dataset, "split": args.split, "folds": args.folds, "lam_grid": lam_grid,
          "lam2_grid": lam2_grid, "rows": rows}, indent=2))

@@ -29,7 +29,7 @@ from .priors import MTRL
 
 __all__ = ["MEMBERS", "is_member", "make_member", "fit_member", "predict_member",
            "regularisation_path", "cross_validate", "CVResult", "log_evidence",
-           "select_by_evidence", "score"]
+           "select_by_evidence", "score", "compare_members"]
 
 
 def _stl(m, lam2=None):
@@ -213,6 +213,29 @@ def cross_validate(data: MultiTaskData, name: str, lam_grid, lam2_grid=(None,), 
     a, j = np.unravel_index(np.argmin(scores), scores.shape)  # first = larger λ on ties
     return CVResult(scores, tuple(lam_desc), tuple(lam2_grid), lam_desc[j], lam2_grid[a],
                     time.perf_counter() - start)
+
+
+def compare_members(train: MultiTaskData, test: MultiTaskData, members, lam_grid,
+                    lam2_grid=(None,), *, n_folds=3, seed=0, n_jobs=1, log=None, tol=None):
+    """For each member name: (λ, λ₂) by K-fold CV on ``train``, refit on all of ``train``,
+    score on ``test``. Returns (rows, fits): rows are dicts (member, test score, fit time, CV
+    time, λ, λ₂, converged), fits the refitted :class:`MemberFit` per member."""
+    metric = "rmse" if train.kind == "regression" else "error_pct"
+    rows, fits = [], {}
+    for name in members:
+        cv = cross_validate(train, name, lam_grid, lam2_grid, n_folds=n_folds, seed=seed,
+                            n_jobs=n_jobs, tol=tol)
+        member = make_member(name, train.n_tasks, cv.lam2)
+        start = time.perf_counter()
+        fit = fit_member(train, member, cv.lam)
+        seconds = time.perf_counter() - start
+        rows.append({"member": name, f"test_{metric}": score(fit, test), "fit_time_s": seconds,
+                     "cv_time_s": cv.seconds, "lam": cv.lam, "lam2": cv.lam2,
+                     "converged": fit.converged})
+        fits[name] = fit
+        if log is not None:
+            log(rows[-1])
+    return rows, fits
 
 
 # ----------------------------------------------------------------------------- evidence

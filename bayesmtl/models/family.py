@@ -55,7 +55,13 @@ from ..inference.solvers import admm, prox_l1
 from ..priors import OmegaPrior, PriorError
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from .losses import linear_predictor, row_weights
-from .matrix_normal import ConvergenceWarning, _task_blocks, gaussian_w_step, solve_profile
+from .matrix_normal import (
+    ConvergenceWarning,
+    _data_loss,
+    _task_blocks,
+    gaussian_w_step,
+    solve_profile,
+)
 
 __all__ = ["GraphLaplacian", "mean_regularised", "Clustered", "SparsePrecision",
            "SparseCovariance", "SparseReconstruction", "FamilyResult", "fit_family",
@@ -573,13 +579,6 @@ def reconstruction_step(gram, lam, lam2, A0, mask, max_iter=50000):
 
 
 # ----------------------------------------------------------------------------- objective
-
-
-def _data_loss(X, y, task, weights, W, b, classification, noise):
-    f = linear_predictor(X, task, W, b)
-    if classification:
-        return jnp.sum(weights * jnp.logaddexp(0.0, -(2.0 * y - 1.0) * f))
-    return jnp.sum(weights * (y - f) ** 2) / (2.0 * noise**2)
 
 
 def family_objective(W, b, state, member, X, y, task, weights, lam, classification=False,

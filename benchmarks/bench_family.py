@@ -1,0 +1,119 @@
+"""Issue 3: the task-relation family on School (10 splits) and the MNIST / USPS digits.
+
+    .venv/bin/python benchmarks/bench_family.py school [--splits 1-10] [--members all]
+    .venv/bin/python benchmarks/bench_family.py digits
+
+School: (λ, λ₂) by 3-fold task-stratified CV on each split's training rows only, refit on the
+training rows, test RMSE; mean ± standard error over the splits. Digits (10 one-vs-rest
+logistic tasks, 1000/500/500): (λ, λ₂) on the validation part, refit on train, test error %
+(multi-class prediction = argmax over the 10 one-vs-rest scores, the AMTL paper's protocol).
+Prints markdown tables and writes JSON next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import bayesmtl  # noqa: F401
+from bayesmtl.cli import DEFAULT_MEMBERS
+from bayesmtl.models.matrix_normal import ConvergenceWarning
+from bayesmtl.selection import MEMBERS, compare_members, make_member, regularisation_path
+
+LAM_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+LAM2_GRID = (0.01, 0.1, 1.0)
+HERE = Path(__file__).parent
+
+
+def _splits(text):
+    lo, _, hi = text.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
+def school(splits, members, folds, tol):
+    from bayesmtl.datasets import load_school
+
+    per = {name: [] for name in members}
+    meta = {name: [] for name in members}
+    for split in splits:
+        train, test = load_school(split)
+        rows, _ = compare_members(train, test, members, LAM_GRID, LAM2_GRID, n_folds=folds,
+                                  tol=tol)
+        for r in rows:
+            per[r["member"]].append(r["test_rmse"])
+            meta[r["member"]].append(r)
+        print(f"split {split}: " + "  ".join(f"{r['member']} {r['test_rmse']:.3f}"
+                                             for r in rows), flush=True)
+        (HERE / "results_family_school.json").write_text(json.dumps(meta, indent=1))
+    print(f"\n| member | School test RMSE, {len(splits)} split(s) (mean ± s.e.) | median fit "
+          "time (s) | λ chosen (per split) | λ₂ chosen |\n|---|---|---|---|---|")
+    for name in members:
+        v = np.asarray(per[name])
+        se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        lams = ",".join(f"{r['lam']:g}" for r in meta[name])
+        lam2s = ",".join("-" if r["lam2"] is None else f"{r['lam2']:g}" for r in meta[name])
+        fit_t = np.median([r["fit_time_s"] for r in meta[name]])
+        print(f"| {name} | {v.mean():.3f} ± {se:.3f} | {fit_t:.2f} | {lams} | {lam2s} |")
+
+
+def _digit_error(fits, test):
+    """Error % of argmax over the one-vs-rest scores (tasks = digits 0..9)."""
+    X = test.X[test.task == 0]  # every one-vs-rest task holds the same rows in order
+    scores = np.stack([X @ fits.W[:, i] + fits.b[i] for i in range(test.n_tasks)], axis=1)
+    truth = np.argmax(np.stack([test.y[test.task == i] for i in range(test.n_tasks)], axis=1),
+                      axis=1)
+    return float(100 * np.mean(np.argmax(scores, axis=1) != truth))
+
+
+def digits(members, tol):
+    from bayesmtl.datasets import load_digits_split
+
+    print("| member | MNIST error % | USPS error % | λ, λ₂ (MNIST) | λ, λ₂ (USPS) |\n"
+          "|---|---|---|---|---|")
+    results = {}
+    for name in members:
+        cells, chosen = [], []
+        for dataset in ("mnist", "usps"):
+            train, valid, test = load_digits_split(dataset)
+            best = (np.inf, None, None, None)
+            lam2_grid = LAM2_GRID if MEMBERS[name][1] else (None,)
+            for lam2 in lam2_grid:
+                member = make_member(name, train.n_tasks, lam2)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    path = regularisation_path(train, member, sorted(LAM_GRID, reverse=True),
+                                               tol=tol)
+                for lam, fit in zip(sorted(LAM_GRID, reverse=True), path, strict=True):
+                    err = _digit_error(fit, valid)
+                    if err < best[0]:
+                        best = (err, lam, lam2, fit)
+            _, lam, lam2, fit = best
+            cells.append(_digit_error(fit, test))
+            chosen.append(f"{lam:g}, {'-' if lam2 is None else f'{lam2:g}'}")
+        results[name] = {"mnist": cells[0], "usps": cells[1], "chosen": chosen}
+        print(f"| {name} | {cells[0]:.2f} | {cells[1]:.2f} | {chosen[0]} | {chosen[1]} |",
+              flush=True)
+        (HERE / "results_family_digits.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("which", choices=["school", "digits"])
+    parser.add_argument("--splits", default="1-10")
+    parser.add_argument("--members", default="all")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--tol", type=float, default=1e-8,
+                        help="outer tolerance of the alternating members inside CV / paths")
+    args = parser.parse_args()
+    chosen = DEFAULT_MEMBERS if args.members == "all" else tuple(args.members.split(","))
+    start = time.perf_counter()
+    if args.which == "school":
+        school(_splits(args.splits), chosen, args.folds, args.tol)
+    else:
+        digits(chosen, args.tol)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
