@@ -146,7 +146,7 @@ def bench_digits(name, grid=GRIDS["digits"]):
     train, valid, test = load_digits_split(name)
     cells = []
     start = time.perf_counter()
-    for label, fit, pts in (
+    for _label, fit, pts in (
             ("STL", lambda lam: fit_stl(train, lam), [(lam,) for lam in grid["lam"]]),
             ("AMTL", lambda lam, mu: fit_amtl(train, lam, mu, max_iter=100, tol=1e-6),
              list(itertools.product(grid["lam"], grid["mu"]))),
