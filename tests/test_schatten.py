@@ -347,9 +347,10 @@ def test_generic_map_of_the_joint_equals_profile_map(data):
     args, kw = model_inputs(data, "mean")
     out = map_estimate(mtl_model, *args, omega_prior=prior,
                        likelihood=Gaussian(PAPER_SQUARED_LOSS_NOISE), lam=lam1,
-                       init_params={"W": ref.W + 0.05, "b": ref.b, "omega": np.eye(4)}, **kw)
-    np.testing.assert_allclose(out.params["W"], ref.W, atol=1e-6)
-    np.testing.assert_allclose(out.params["omega"], ref.omega, atol=1e-6)
+                       init_params={"W": ref.W + 0.05, "b": ref.b, "omega": np.eye(4)},
+                       polish_max_dim=0, **kw)
+    np.testing.assert_allclose(out.params["W"], ref.W, atol=1e-5)
+    np.testing.assert_allclose(out.params["omega"], ref.omega, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- (d) NUTS
@@ -368,7 +369,7 @@ def test_nuts_runs_and_exports(prior):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mcmc = run_nuts(mtl_model, *args, omega_prior=prior, likelihood=Gaussian(0.3),
-                        num_warmup=150, num_samples=100, num_chains=1, **kw)
+                        num_warmup=60, num_samples=40, num_chains=1, **kw)
     dt = from_mcmc(mcmc, task_names=data.task_names)
     omega = dt.posterior["omega"]
     assert list(omega.coords["task"].values) == ["a", "b", "c"]
