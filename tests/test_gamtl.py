@@ -9,7 +9,7 @@ from numpyro.infer.util import log_density
 
 from bayesmtl import MultiTaskData
 from bayesmtl.datasets.synthetic_clusters import make_synthetic_clusters
-from bayesmtl.inference.solvers import admm, prox_l1
+from bayesmtl.inference.solvers import admm, prox_l1, prox_trace_norm
 from bayesmtl.models import gamtl as G
 from bayesmtl.models.likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from bayesmtl.models.losses import row_weights
@@ -160,6 +160,51 @@ def test_c_step_matches_cvxpy():
         assert abs(ours - reference) <= 1e-6 * abs(reference)
 
 
+@pytest.mark.parametrize("shape", [(6, 9), (9, 6), (5, 5)])
+def test_gram_prox_equals_svd_prox(shape):
+    rng = np.random.default_rng(7)
+    J = rng.normal(size=shape)
+    J[:, 0] = J[:, 1]  # a repeated column: rank-deficient, a zero singular value
+    for threshold in (0.0, 0.3, 2.0, 1e3):
+        np.testing.assert_allclose(G.prox_trace_norm_gram(jnp.asarray(J), threshold),
+                                   prox_trace_norm(jnp.asarray(J), threshold), atol=1e-10)
+
+
+def test_w_step_matches_cvxpy():
+    cp = pytest.importorskip("cvxpy")
+    data = _tiny("regression", seed=8, m=3, d=3, n=8)
+    d, m, lam, gamma = data.n_features, data.n_tasks, 0.5, 0.2
+    C = np.array([[0.0, 0.6, -0.3], [0.5, 0.0, 0.4], [0.2, -0.7, 0.0]])
+    arrays = G._arrays(data, "mean")
+    W, b, res = G.w_step(*arrays, jnp.zeros((d, m)), jnp.zeros(m), jnp.asarray(C), lam, gamma,
+                         abs_tol=1e-12, rel_tol=1e-10, max_iter=50_000)
+    assert bool(res.converged)
+    Wv, bv = cp.Variable((d, m)), cp.Variable(m)
+    terms = [cp.sum_squares(y - X @ Wv[:, i] - bv[i]) / len(y)
+             for i, (X, y) in enumerate(data.tasks())]
+    terms += [lam / 2 * cp.sum_squares(Wv - Wv @ C)]
+    terms += [gamma * cp.normNuc(Wv @ np.diag(C[:, i])) for i in range(m)]
+    problem = cp.Problem(cp.Minimize(sum(terms)))
+    problem.solve(solver=cp.CLARABEL)
+    ours = objective_eq1(np.asarray(W), np.asarray(b), C, data, lam, gamma)
+    reference = objective_eq1(Wv.value, bv.value, C, data, lam, gamma)
+    assert ours <= reference + 1e-7 * abs(reference)
+    np.testing.assert_allclose(W, Wv.value, atol=1e-4)
+
+
+def test_single_task_is_per_task_ridge_with_free_intercept():
+    data = _tiny("regression", seed=9, m=3, d=4, n=10)
+    lam = 0.3
+    W, b = G.fit_single_task(data, lam)
+    for i, (X, y) in enumerate(data.tasks()):
+        n = len(y)
+        Xa = np.concatenate([X, np.ones((n, 1))], axis=1)
+        # gradient of mean (y - Xa θ)² + (λ/2)‖w‖² is zero: (2/n) XaᵀXa θ + λ P θ = (2/n) Xaᵀy
+        P = np.diag([1.0] * X.shape[1] + [0.0])
+        theta = np.linalg.solve(2 / n * Xa.T @ Xa + lam * P, 2 / n * Xa.T @ y)
+        np.testing.assert_allclose(np.r_[W[:, i], b[i]], theta, atol=1e-9)
+
+
 # ----------------------------------------------------------------------------- full fit
 
 
@@ -181,6 +226,7 @@ def test_objective_decreases_monotonically_across_outer_iterations(small_cluster
         objective_eq1(fit.W, fit.b, fit.combination, s.train, 0.1, 0.03), rel=1e-10)
     assert fit.c_residuals.shape == fit.w_residuals.shape == (fit.n_outer, 2)
     assert fit.admm_converged.all()
+    assert fit.extrapolated.shape == (fit.n_outer,)
     np.testing.assert_array_equal(np.diag(fit.combination), 0.0)
 
 
