@@ -629,7 +629,7 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
     loss = _check(data, lam, gamma, loss)
     arrays = _arrays(data, loss_scale)
     X, y, task, weights = arrays[:4]
-    d, m = data.n_features, data.n_tasks
+    m = data.n_tasks
     if init is None:
         W, b = _single_task(X, y, weights, *arrays[4:], lam, loss)
         C = jnp.zeros((m, m))
