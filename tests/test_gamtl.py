@@ -248,6 +248,10 @@ def test_task_groups_eigengap_on_block_matrix():
     labels, k = G.task_groups(C[np.ix_(perm, perm)])
     assert k == 4
     assert len(set(zip(labels, truth[perm], strict=True))) == 4
+    labels, k = G.task_groups(C[np.ix_(perm, perm)], n_groups=4)  # k given, same answer
+    assert k == 4 and len(set(zip(labels, truth[perm], strict=True))) == 4
+    with pytest.raises(ValueError, match="n_groups"):
+        G.task_groups(C, n_groups=0)
 
 
 def test_heatmap_reorders_tasks_by_group(small_clusters):

@@ -449,7 +449,7 @@ def _normalised_laplacian(affinity):
     return lap
 
 
-def task_groups(C, max_groups=None, seed=0):
+def task_groups(C, max_groups=None, seed=0, n_groups=None):
     """Task clusters read off C: spectral clustering of ``|C| + |C|ᵀ``.
 
     The number of groups k maximises the eigengap ``λ_{k+1} - λ_k`` of the symmetric
@@ -461,6 +461,7 @@ def task_groups(C, max_groups=None, seed=0):
     Parameters
     ----------
     C : (m, m) combination matrix. max_groups : largest k considered. seed : k-means seed.
+    n_groups : use this k instead of the eigengap choice (when the number of groups is known).
 
     Returns
     -------
@@ -474,8 +475,13 @@ def task_groups(C, max_groups=None, seed=0):
     np.fill_diagonal(affinity, 0.0)
     lap = _normalised_laplacian(affinity)
     evals, evecs = np.linalg.eigh((lap + lap.T) / 2)
-    k_max = min(m - 1, max(2, round(m**0.5)) if max_groups is None else max_groups)
-    k = int(np.argmax(np.diff(evals[: k_max + 1]))) + 1
+    if n_groups is None:
+        k_max = min(m - 1, max(2, round(m**0.5)) if max_groups is None else max_groups)
+        k = int(np.argmax(np.diff(evals[: k_max + 1]))) + 1
+    elif not 1 <= n_groups <= m:
+        raise ValueError(f"n_groups must lie in [1, {m}]; got {n_groups}")
+    else:
+        k = int(n_groups)
     if k == 1:
         return np.zeros(m, dtype=int), 1
     emb = evecs[:, :k]
