@@ -172,13 +172,14 @@ def test_alternating_omega_form_equals_profile_form(data, prior, lam1):
     assert full == pytest.approx(p.objective, rel=1e-9)
 
 
-@pytest.mark.parametrize("lam1", [0.3, 0.1])
-def test_schatten_r_below_one_reaches_stationary_point(data, lam1):
+@pytest.mark.parametrize("prior, lam1", [(S.Schatten(0.5, 0.3), 0.3),
+                                         (S.Schatten(0.5, 0.3), 0.1),
+                                         (S.SquaredSchatten(0.5), 0.3)])
+def test_r_below_one_reaches_stationary_point(data, prior, lam1):
     """r = 1/2 (p = 2/3): the profile is non-convex and its stationary points are low-rank.
     FISTA with the exact non-convex prox (the default) stops where W is stationary on the
-    manifold of its rank k: the tangent-space projection of ∇L + ∇(λ_r Σ_{j≤k} σ_j^p)
-    vanishes, and ∂/∂b = 0. The alternating W/Ω scheme ends no lower."""
-    prior = S.Schatten(0.5, 0.3)
+    manifold of its rank k: the tangent-space projection of ∇L + ∇penalty (on the k nonzero
+    singular values) vanishes, and ∂/∂b = 0. The alternating W/Ω scheme ends no lower."""
     r = S.fit_schatten(data, prior, lam1, tol=1e-12)
     assert r.converged
     p = 2 * prior.r / (prior.r + 1)
@@ -193,30 +194,35 @@ def test_schatten_r_below_one_reaches_stationary_point(data, lam1):
         return jnp.sum((jnp.sum(X * W.T[task], 1) + b[task] - y) ** 2 / n)
 
     gW, gb = jax.grad(loss, argnums=(0, 1))(jnp.asarray(r.W), jnp.asarray(r.b))
-    dpen = paper_lambda_r(prior.r, lam1, prior.lam2) * p * s ** (p - 1)
+    if isinstance(prior, S.Schatten):  # d/dσ_j of λ_r Σ σ^p
+        dpen = paper_lambda_r(prior.r, lam1, prior.lam2) * p * s ** (p - 1)
+    else:  # d/dσ_j of (λ1/2)(Σ σ^p)^{2/p}
+        dpen = lam1 * np.sum(s**p) ** (2 / p - 1) * s ** (p - 1)
     G = np.asarray(gW) + (U * dpen) @ V.T
     PU, PV = U @ U.T, V @ V.T
     tangent = PU @ G + G @ PV - PU @ G @ PV
     assert np.abs(tangent).max() < 1e-5 and np.abs(np.asarray(gb)).max() < 1e-5
-    alternating = S.fit_schatten(data, prior, lam1, method="alternating", tol=1e-12)
+    alternating = S.fit_schatten(data, prior, lam1, method="alternating", tol=1e-12,
+                                 max_iter=3000)
     assert alternating.objective >= r.objective - 1e-9
     with pytest.raises(ValueError, match="non-convex"):
         S.fit_schatten(data, prior, lam1, method="admm")
 
 
-def test_squared_schatten_r_below_one_alternating(data):
-    """SquaredSchatten r = 1/2: only the alternating scheme applies (no exact prox of the
-    non-convex squared quasi-norm here); it converges and ends at the best point it
-    visited. (It is a block-coordinate stationary point of the ε-smoothed objective — see
-    the module docstring — so no profile-stationarity claim is tested.)"""
-    prior = S.SquaredSchatten(0.5)
-    r = S.fit_schatten(data, prior, 0.3, tol=1e-12, max_iter=3000)
-    assert r.converged and r.objective <= r.history.min() + 1e-9 * abs(r.objective)
-    full = paper_objective(data, r.W, r.b, r.omega, 0.3)
-    assert full == pytest.approx(r.objective, rel=1e-6)  # Theorem 2's Ω realises the profile
-    for method in ("admm", "proximal"):
-        with pytest.raises(ValueError, match="non-convex"):
-            S.fit_schatten(data, prior, 0.3, method=method)
+def test_nonconvex_squared_prox_is_global_minimiser():
+    """p = 2/3, two singular values: the support search equals a brute-force 2-D grid."""
+    p, grid = 2 / 3, np.linspace(0, 3, 601)
+    X1, X2 = np.meshgrid(grid, grid, indexing="ij")
+    rng = np.random.default_rng(0)
+    prox = jax.jit(S.prox_squared_schatten)
+    for _ in range(10):
+        s, tau = np.sort(rng.uniform(0, 3, 2))[::-1], rng.uniform(0.05, 2)
+        x = np.asarray(prox(jnp.diag(jnp.asarray(s)), tau, p)).diagonal()
+        F = lambda a, b: 0.5 * ((a - s[0]) ** 2 + (b - s[1]) ** 2) + tau / 2 * (  # noqa
+            a**p + b**p) ** (2 / p)
+        assert F(*x) <= F(X1, X2).min() + 1e-12
+        i, j = np.unravel_index(np.argmin(F(X1, X2)), X1.shape)
+        np.testing.assert_allclose(x, [grid[i], grid[j]], atol=6e-3)
 
 
 # ----------------------------------------------------------------------------- (c) vs cvxpy
@@ -254,7 +260,9 @@ def test_proxes_match_cvxpy(p):
         ours_s = U.T @ np.asarray(ours) @ Vt.T  # diagonal iff the singular vectors are V's
         np.testing.assert_allclose(ours_s, np.diag(np.diag(ours_s)), atol=1e-12)
         mine = np.diag(ours_s)
-        f = lambda z: 0.5 * np.sum((z - s) ** 2) + value(z)  # noqa: E731
+        def f(z, value=value):
+            return 0.5 * np.sum((z - s) ** 2) + value(z)
+
         assert f(mine) <= f(ref) + 1e-12  # never worse than cvxpy
         # cvxpy/Clarabel's answer (SOC approximation of x^p) is itself only ~1e-5 accurate
         np.testing.assert_allclose(mine, ref, atol=5e-5)
@@ -295,6 +303,22 @@ def test_least_trace_form_without_intercept_matches_cvxpy(data):
     assert r.converged and np.all(r.b == 0)
     assert abs(r.objective - prob.value) <= 1e-6 * abs(prob.value)
     np.testing.assert_allclose(r.W, W.value, atol=1e-4)
+
+
+def test_mtrl_without_intercept_matches_cvxpy(data):
+    """fit_intercept=False in the shared profile loops: fit_mtrl (ADMM, FISTA) and
+    SquaredSchatten(1) (= MTRL) against cvxpy, b = 0."""
+    from bayesmtl.models.matrix_normal import fit_mtrl
+    W = cp.Variable((data.n_features, data.n_tasks))
+    prob = cp.Problem(cp.Minimize(_cvx_loss(data, W, None) + 0.1 / 2 * cp.sum_squares(W)
+                                  + 0.5 / 2 * cp.square(cp.normNuc(W))))
+    prob.solve(solver=cp.CLARABEL)
+    for r in (fit_mtrl(data, 0.5, 0.1, method="admm", fit_intercept=False),
+              fit_mtrl(data, 0.5, 0.1, method="proximal", fit_intercept=False),
+              S.fit_schatten(data, S.SquaredSchatten(1.0), 0.5, ridge=0.1,
+                             fit_intercept=False)):
+        assert r.converged and np.all(r.b == 0)
+        assert abs(r.objective - prob.value) <= 1e-6 * abs(prob.value)
 
 
 @pytest.mark.parametrize("squared", [False, True])

@@ -46,13 +46,13 @@ MAP (:func:`fit_schatten`) solves the profile problem with the loops of
 likelihood) with the prox of λ_r‖·‖_{S_p}^p (scalar prox per singular value; p = 1:
 soft-thresholding) or of (λ1/2)‖·‖²_{S_p} (a vector prox on the singular values). For r < 1
 (p < 1) the profile is non-convex and MAP returns a stationary point, not necessarily the
-global minimum: for Schatten by FISTA with the exact non-convex prox of λ_r‖·‖_{S_p}^p
-(generalised thresholding of the singular values; any likelihood), or by the alternating
-W-step / closed-form Ω-step scheme (Gaussian). For SquaredSchatten with r < 1 only the
-alternating scheme is available; it stalls once a singular value is pinned at the ε floor
-(the singular subspaces then rotate very slowly), so its answer is a block-coordinate
-stationary point of the ε-smoothed objective rather than a verified stationary point of
-the profile.
+global minimum: by default FISTA with the exact (global) non-convex prox — generalised
+thresholding of the singular values for λ_r‖·‖_{S_p}^p, a per-support-size search for
+(λ1/2)‖·‖²_{S_p} — for any likelihood. The alternating W-step / closed-form Ω-step scheme
+(``method="alternating"``, Gaussian) is also available, but when the stationary point is
+rank-deficient it stalls once a singular value is pinned at the ε floor (the singular
+subspaces then rotate very slowly): its answer is a block-coordinate stationary point of the
+ε-smoothed objective, not a verified stationary point of the profile.
 """
 
 from __future__ import annotations
@@ -146,30 +146,76 @@ def _prox_power_scalar(s, tau, p, max_iter=100):
     return jnp.where(s > 0, x, 0.0)
 
 
-def _prox_power_nonconvex(s, tau, p, max_iter=100):
-    """Elementwise argmin_{x ≥ 0} ½(x - s)² + τ x^p for s ≥ 0 and 0 < p < 1 (generalised
-    soft-thresholding; the objective is non-convex, the minimiser is exact).
-
-    A positive minimiser is the larger root of h(x) = x + τ p x^{p-1} - s, which is convex
-    with its minimum at x_lo = (τ p (1 - p))^{1/(2-p)}; Newton from x = s decreases
-    monotonically to it. The root is kept only if it beats x = 0.
-    """
-    x_lo = (tau * p * (1.0 - p)) ** (1.0 / (2.0 - p))
+def _larger_root(s, c, p, max_iter=100):
+    """Larger root of h(x) = x + c x^{p-1} - s (0 < p < 1, c ≥ 0), elementwise, and whether it
+    exists. h is convex with its minimum at x_lo = (c (1 - p))^{1/(2-p)}; Newton from x = s
+    decreases monotonically to the root."""
+    x_lo = (c * (1.0 - p)) ** (1.0 / (2.0 - p))
     tiny = jnp.finfo(s.dtype).tiny
 
     def body(state):
         x, it, _ = state
         xs = jnp.maximum(x, tiny)
-        h = x + tau * p * xs ** (p - 1.0) - s
-        slope = 1.0 - tau * p * (1.0 - p) * xs ** (p - 2.0)
+        h = x + c * xs ** (p - 1.0) - s
+        slope = 1.0 - c * (1.0 - p) * xs ** (p - 2.0)
         x_new = jnp.maximum(x - h / jnp.maximum(slope, tiny), x_lo)
         return x_new, it + 1, jnp.max(jnp.abs(x_new - x) / jnp.maximum(s, tiny))
 
+    start = jnp.broadcast_to(jnp.maximum(s, x_lo), jnp.broadcast_shapes(s.shape, x_lo.shape))
     x, *_ = jax.lax.while_loop(lambda st: (st[1] < max_iter) & (st[2] > 1e-15), body,
-                               (jnp.maximum(s, x_lo), 0, jnp.inf))
-    exists = s > x_lo + tau * p * jnp.maximum(x_lo, tiny) ** (p - 1.0)
+                               (start, 0, jnp.asarray(jnp.inf, s.dtype)))
+    exists = s > x_lo + c * jnp.maximum(x_lo, tiny) ** (p - 1.0)
+    return x, exists
+
+
+def _prox_power_nonconvex(s, tau, p):
+    """Elementwise argmin_{x ≥ 0} ½(x - s)² + τ x^p for s ≥ 0 and 0 < p < 1 (generalised
+    soft-thresholding; the objective is non-convex, the minimiser is exact): the larger
+    root of x + τ p x^{p-1} = s when it exists and beats x = 0, else 0."""
+    x, exists = _larger_root(s, tau * p, p)
     better = 0.5 * (x - s) ** 2 + tau * jnp.maximum(x, 0.0) ** p < 0.5 * s**2
     return jnp.where(exists & better, x, 0.0)
+
+
+def _prox_squared_lp_nonconvex(s, tau, p, n_bisect=100):
+    """argmin_{x ≥ 0} ½‖x - s‖² + (τ/2)(Σ x^p)^{2/p} for s ≥ 0 and 0 < p < 1 (non-convex).
+
+    A minimiser keeps the k largest entries for some k. On that support, stationarity reads
+    x_j + c x_j^{p-1} = s_j with c = τ(Σ x^p)^{2/p-1}; taking the larger roots x_j(c), the
+    map c ↦ c - τ(Σ_{j≤k} x_j(c)^p)^{2/p-1} is increasing on the c for which the k-th root
+    exists (c ≤ (s_k / K_p)^{2-p}, K_p = (1-p)^{1/(2-p)} + (1-p)^{(p-1)/(2-p)}), so each k has
+    at most one candidate, found by bisection. The best candidate (or x = 0) is returned.
+    """
+    m = s.shape[0]
+    order = jnp.argsort(-s)
+    s_sorted = s[order]
+    on_support = jnp.arange(m)[None, :] < jnp.arange(1, m + 1)[:, None]  # (k, j)
+    K = (1.0 - p) ** (1.0 / (2.0 - p)) + (1.0 - p) ** ((p - 1.0) / (2.0 - p))
+    c_max = (s_sorted / K) ** (2.0 - p)  # the k-th largest entry's root exists iff c < c_max
+
+    def x_of(c):  # c (m,) one per support size → x (m, m)
+        x, _ = _larger_root(s_sorted[None, :], c[:, None], p)
+        return jnp.where(on_support, x, 0.0)
+
+    def gap(c):
+        return c - tau * jnp.sum(x_of(c) ** p, axis=1) ** (2.0 / p - 1.0)
+
+    def body(i, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        neg = gap(mid) < 0
+        return jnp.where(neg, mid, lo), jnp.where(neg, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, n_bisect, body, (jnp.zeros(m), c_max))
+    c = 0.5 * (lo + hi)
+    x = x_of(c)
+    feasible = (gap(c_max) >= 0) & (s_sorted > 0)
+    value = 0.5 * jnp.sum((x - s_sorted[None, :]) ** 2, axis=1) + 0.5 * tau * jnp.sum(
+        x**p, axis=1) ** (2.0 / p)
+    value = jnp.where(feasible, value, jnp.inf)
+    best = jnp.argmin(value)
+    x_best = jnp.where(value[best] < 0.5 * jnp.sum(s**2), x[best], 0.0)
+    return jnp.zeros_like(s).at[order].set(x_best)
 
 
 def _prox_power(s, tau, p):
@@ -210,10 +256,14 @@ def _prox_squared_lp_nonneg(s, tau, p, n_bisect=200):
 
 
 def prox_squared_schatten(W, tau, p):
-    """Prox of (τ/2)‖W‖²_{S_p} for 1 ≤ p < 2 (p = 1: MTRL's squared trace norm), W (d, m)."""
+    """Prox of (τ/2)‖W‖²_{S_p} for 0 < p < 2 (p = 1: MTRL's squared trace norm; p < 1:
+    non-convex, exact global minimiser), W (d, m)."""
     U, s, Vt = jnp.linalg.svd(W, full_matrices=False)
-    x = jax.lax.cond(p == 1.0, lambda: prox_squared_l1_nonneg(s, tau),
-                     lambda: _prox_squared_lp_nonneg(s, tau, jnp.maximum(p, 1.0 + 1e-12)))
+    branch = jnp.where(p == 1.0, 0, jnp.where(p > 1.0, 1, 2))  # only one branch runs
+    x = jax.lax.switch(branch, [
+        lambda: prox_squared_l1_nonneg(s, tau),
+        lambda: _prox_squared_lp_nonneg(s, tau, jnp.maximum(p, 1.0 + 1e-12)),
+        lambda: _prox_squared_lp_nonconvex(s, tau, jnp.minimum(p, 1.0 - 1e-12))])
     return (U * x) @ Vt
 
 
@@ -353,10 +403,10 @@ def fit_schatten(data: MultiTaskData, prior: Schatten | SquaredSchatten, lam: fl
     (ρ/2)‖W‖²_F; ``init`` an optional (W, b) warm start.
 
     Methods: ``"admm"`` (Gaussian, :func:`profile_admm`; r ≥ 1), ``"proximal"`` (FISTA, any
-    likelihood; also Schatten r < 1 with the non-convex prox), ``"alternating"`` (W-step /
-    Ω-step, Gaussian; the only choice for SquaredSchatten r < 1), ``"auto"`` (the first of
-    admm, proximal, alternating that applies). For r < 1 the profile is non-convex and a
-    stationary point is returned (see the module docstring).
+    likelihood; for r < 1 with the exact non-convex prox), ``"alternating"`` (W-step /
+    Ω-step, Gaussian), ``"auto"`` (the first of admm, proximal, alternating that applies).
+    For r < 1 the profile is non-convex and a stationary point is returned (see the module
+    docstring).
     ``objective`` is the profile objective, equal to the minimum of (1) over Ω at W.
     """
     if not isinstance(prior, (Schatten, SquaredSchatten)):
@@ -367,9 +417,8 @@ def fit_schatten(data: MultiTaskData, prior: Schatten | SquaredSchatten, lam: fl
     prior.check(m)
     r = float(prior.r)
     methods = ("admm", "proximal", "alternating")
-    if r < 1.0:  # non-convex profile: no ADMM; squared p < 1 has no exact prox here
-        methods = ("proximal", "alternating") if isinstance(prior, Schatten) else (
-            "alternating",)
+    if r < 1.0:  # non-convex profile: FISTA with the exact non-convex prox, or alternating
+        methods = ("proximal", "alternating")
     if isinstance(prior, Schatten):
         kw = dict(name=f"Schatten(r={r:g})", prox=_schatten_prox, penalty=_schatten_penalty,
                   args=_schatten_args(r, lam, prior.lam2), omega_spectrum=_schatten_spectrum,
