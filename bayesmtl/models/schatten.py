@@ -13,7 +13,7 @@ Schatten norm regularisation, g(Ω) = tr(Ω^r), r > 0 (Theorem 1)
     (derivation: per eigenvalue a of WᵀW, min_ω (λ1/2) a/ω + λ2 ω^r is attained at
     ω = c a^{1/(r+1)}, c = (λ1/(2λ2 r))^{1/(r+1)}, with value (λ1/(2c))(1 + 1/r) a^{r/(r+1)};
     λ1/(2c) = (λ1^r λ2 r / 2^r)^{1/(r+1)} — the paper's constant). r = 1 is the trace norm
-    with λ_1 = 2 √(λ1 λ2 / 2) = √(2 λ1 λ2); p ≥ 1 (convex) iff r ≥ 1.
+    with weight λ_r = 2 √(λ1 λ2 / 2) = √(2 λ1 λ2); p ≥ 1 (convex) iff r ≥ 1.
 
 Squared Schatten norm regularisation, g(Ω) = 0 if tr(Ω^r) ≤ 1 else +∞ (Theorem 2)
     The Ω-step is Ω = (WᵀW)^{1/(r+1)} / (tr (WᵀW)^{r/(r+1)})^{1/r} and the profile problem
@@ -29,7 +29,7 @@ and Gaussian noise σ = 1/√2 the negative log joint is objective (1) up to a c
 
 * :class:`Schatten`:  p(Ω) ∝ |Ω|^{d/2} exp(-λ2 tr(Ω^r)) on the positive definite cone. It is
   proper for every r > 0, λ2 > 0 (in eigen-coordinates the integrand is
-  Π_k ω_k^{d/2} e^{-λ2 ω_k^r} times the bounded-degree Vandermonde factor). Ω is sampled
+  Π_k ω_k^{d/2} e^{-λ2 ω_k^r} times the polynomial Vandermonde factor Π_{i<j}|ω_i - ω_j|). Ω is sampled
   directly (site ``omega``, an improper-uniform site on the PD cone plus the log density as a
   factor ``omega_log_prior``), so NUTS targets exactly this density.
 * :class:`SquaredSchatten`:  p(Ω) ∝ |Ω|^{d/2} on K = {Ω ≻ 0 : tr(Ω^r) ≤ 1} (bounded density
@@ -267,7 +267,7 @@ def prox_squared_schatten(W, tau, p):
     return (U * x) @ Vt
 
 
-# --- profile penalties, props and Ω-spectra in the (prox, penalty, args) form of
+# --- profile penalties, proxes and Ω-spectra in the (prox, penalty, args) form of
 # matrix_normal.solve_profile. args = (coefficient, p, Ω-scale, r) as traced scalars.
 
 
