@@ -29,9 +29,9 @@ and Gaussian noise σ = 1/√2 the negative log joint is objective (1) up to a c
 
 * :class:`Schatten`:  p(Ω) ∝ |Ω|^{d/2} exp(-λ2 tr(Ω^r)) on the positive definite cone. It is
   proper for every r > 0, λ2 > 0 (in eigen-coordinates the integrand is
-  Π_k ω_k^{d/2} e^{-λ2 ω_k^r} times the polynomial Vandermonde factor Π_{i<j}|ω_i - ω_j|). Ω is sampled
-  directly (site ``omega``, an improper-uniform site on the PD cone plus the log density as a
-  factor ``omega_log_prior``), so NUTS targets exactly this density.
+  Π_k ω_k^{d/2} e^{-λ2 ω_k^r} times the polynomial Vandermonde factor Π_{i<j}|ω_i - ω_j|).
+  Ω is sampled directly (site ``omega``, an improper-uniform site on the PD cone plus the log
+  density as a factor ``omega_log_prior``), so NUTS targets exactly this density.
 * :class:`SquaredSchatten`:  p(Ω) ∝ |Ω|^{d/2} on K = {Ω ≻ 0 : tr(Ω^r) ≤ 1} (bounded density
   on a bounded set: proper). Realised by polar parameter expansion: S ~ p(S) ∝
   |S|^{d/2} exp(-tr S^r) (site ``omega_raw``), t ~ Beta(md/2 + m(m+1)/2, 1) (site
