@@ -101,8 +101,8 @@ def test_noise_step_matches_quadrature():
     rss, n_eff, s = 37.0, 12.0, 1.5
     u = np.asarray(jax.jit(jax.vmap(
         lambda k: G.sample_noise_variance(k, rss, n_eff, s, 1.0)))(
-        jax.random.split(jax.random.PRNGKey(2), 50_000)))
-    grid = np.linspace(1e-4, 60, 400_001)
+        jax.random.split(jax.random.PRNGKey(2), 20_000)))
+    grid = np.linspace(1e-4, 60, 200_001)
     # σ ~ HalfNormal(s) and σ^{-n} exp(-rss/(2σ²)) in terms of u = σ²
     logp = -(n_eff + 1) / 2 * np.log(grid) - rss / (2 * grid) - grid / (2 * s**2)
     p = np.exp(logp - logp.max())
@@ -110,7 +110,7 @@ def test_noise_step_matches_quadrature():
     mean = np.sum(grid * p)
     sd = np.sqrt(np.sum((grid - mean) ** 2 * p))
     assert abs(u.mean() - mean) < 5 * sd / np.sqrt(len(u))
-    assert abs(u.std() / sd - 1) < 0.03
+    assert abs(u.std() / sd - 1) < 0.05
 
 
 def test_gibbs_matches_nuts():
@@ -121,11 +121,11 @@ def test_gibbs_matches_nuts():
     prior = P.InverseWishart(df=12.0, scale=2.0)
     settings = dict(lam=1.5, ridge=0.2, intercept_scale=2.0)
     lik = Gaussian("shared", noise_scale=3.0)
-    gibbs = G.run_gibbs(data, prior, likelihood=lik, num_warmup=200, num_samples=6000,
+    gibbs = G.run_gibbs(data, prior, likelihood=lik, num_warmup=100, num_samples=3000,
                         num_chains=2, seed=0, **settings).samples
     args, kw = model_inputs(data, "sum")
-    mcmc = run_nuts(mtl_model, *args, omega_prior=prior, likelihood=lik, num_warmup=1000,
-                    num_samples=3000, num_chains=2, seed=1, target_accept_prob=0.9, **settings,
+    mcmc = run_nuts(mtl_model, *args, omega_prior=prior, likelihood=lik, num_warmup=400,
+                    num_samples=1000, num_chains=2, seed=1, target_accept_prob=0.9, **settings,
                     **kw)
     nuts = mcmc.get_samples(group_by_chain=True)
     for site in ("W", "b", "omega", "noise"):
@@ -138,14 +138,14 @@ def test_gibbs_matches_nuts():
         assert np.max(z_sd) < 4.5, (site, z_sd)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # Ω_corr's unit diagonal
 def test_export_and_stats():
     data = _tiny()
     result = G.run_gibbs(data, P.InverseWishart(), likelihood=Gaussian("task"),
-                         num_warmup=10, num_samples=30, num_chains=2, seed=4, solver="cg")
+                         num_warmup=10, num_samples=30, num_chains=2, seed=4)
     s = result.samples
     assert s["W"].shape == (2, 30, 2, 3) and s["omega"].shape == (2, 30, 3, 3)
     assert s["noise"].shape == (2, 30, 3) and np.all(s["noise"] > 0)
-    assert np.all(result.sample_stats["cg_iterations"] > 0)
     dt = to_datatree(s, task_names=data.task_names, feature_names=data.feature_names,
                      sample_stats=result.sample_stats)
     post = dt.posterior

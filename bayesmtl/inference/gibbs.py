@@ -1,12 +1,14 @@
 r"""Blocked Gibbs sampler for the matrix-normal model with a Gaussian likelihood and an
-inverse-Wishart prior on Ω — the conjugate fast path of :func:`~bayesmtl.models.matrix_normal.mtl_model`.
+inverse-Wishart prior on Ω — the conjugate fast path of
+:func:`~bayesmtl.models.matrix_normal.mtl_model`.
 
 Model (exactly ``mtl_model`` with ``omega_prior=InverseWishart(ν, Ψ)``, ``likelihood=Gaussian``)
 -----------------------------------------------------------------------------------------------
     Ω ~ IW(ν, Ψ)                         density ∝ |Ω|^{-(ν+m+1)/2} exp(-tr(Ψ Ω⁻¹)/2)
-    W | Ω ~ MatrixNormal(0, I_d, Ω/λ)    rows of W (d, m) ~ N(0, Ω/λ); optional ridge ρ: × exp(-ρ‖W‖²/2)
+    W | Ω ~ MatrixNormal(0, I_d, Ω/λ)    rows of W (d, m) ~ N(0, Ω/λ)
+                                         (optional ridge ρ: × exp(-ρ‖W‖²/2))
     b_i ~ flat, or N(0, s_b²)
-    σ: fixed, or σ ~ HalfNormal(s_σ) ("shared"), or σ_i ~ HalfNormal(s_σ) per task ("task")
+    σ: fixed, σ ~ HalfNormal(s_σ) ("shared"), or σ_i ~ HalfNormal(s_σ) per task ("task")
     y_j | W, b, σ ~ N(x_jᵀ w_{t_j} + b_{t_j}, σ_{t_j}²), row log-likelihood tempered by w_j
 
 One sweep draws, in turn, from the three full conditionals:
@@ -367,8 +369,9 @@ def run_gibbs(data: MultiTaskData, prior: InverseWishart, *, lam: float = 1.0,
     ``InverseWishart``, ``likelihood`` a ``Gaussian`` (default ``Gaussian(1.0)``; noise a float,
     "shared" or "task" with the HalfNormal(noise_scale) prior), ``lam`` λ, ``ridge`` ρ,
     ``intercept_scale`` None (flat) or s_b, ``loss_scale`` "sum" (proper likelihood) or "mean"
-    (rows tempered by 1/n_i). Chains run one after another; each starts from Ω drawn from the prior and
-    σ = sd(y) and runs ``num_warmup`` discarded sweeps, then ``num_samples`` kept sweeps.
+    (rows tempered by 1/n_i). Chains run one after another; each starts from Ω drawn from
+    the prior and σ = sd(y) and runs ``num_warmup`` discarded sweeps, then ``num_samples``
+    kept sweeps.
     ``solver`` is "cholesky" (dense factorisation of the (d+1)m × (d+1)m precision, O((dm)³)
     per sweep), "cg" (intercepts eliminated, Kronecker-preconditioned CG on the weights) or
     "auto" (Cholesky up to (d+1)m = 1000 unknowns, else CG).
