@@ -59,8 +59,9 @@ from .matrix_normal import (
     ConvergenceWarning,
     _data_loss,
     _task_blocks,
-    gaussian_w_step,
+    profile_admm,
     solve_profile,
+    task_rows,
 )
 
 __all__ = ["GraphLaplacian", "mean_regularised", "Clustered", "SparsePrecision",
@@ -619,30 +620,36 @@ def _logistic_w_step(X, y, task, weights, precision, W0, b0, m):
     return theta[:, :d].T, theta[:, d]
 
 
-def _w_step(X, y, task, weights, precision, W0, b0, m, classification, noise):
+def _w_step(X, y, task, weights, precision, W0, b0, m, classification, noise, rows=None):
     if classification:
         return _logistic_w_step(X, y, task, weights, precision, W0, b0, m)
-    return _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m)
+    return _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m, rows)
 
 
-#: largest (d + 1)·m for which the Gaussian W-step factorises the coupled system directly
-DIRECT_SOLVE_MAX = 6000
+def quadratic_penalty(W, args):
+    """(1/2) tr(W M Wᵀ) for M = Q diag(e) Qᵀ given as ``args = (Q, e)``."""
+    Q, e = args
+    return 0.5 * jnp.sum(e * jnp.sum((W @ Q) ** 2, axis=0))
 
 
-@partial(jax.jit, static_argnames=("m",))
-def gaussian_coupled_solve(X, y, task, weights, noise, precision, m):
-    """Exact minimiser over (W, b) of Σ w_j (y_j - f_j)²/(2σ²) + ½ tr(W P Wᵀ) by one Cholesky
-    factorisation of the ((d+1)m)² system: per-task blocks H_i plus P ⊗ E (E selects w)."""
-    d = X.shape[1]
-    p = d + 1
-    H, rhs = _task_blocks(X, y, task, weights, noise, m)
-    E = jnp.diag(jnp.concatenate([jnp.ones(d), jnp.zeros(1)]))
-    K = jnp.einsum("it,ab->iatb", precision, E)
-    ar = jnp.arange(m)
-    K = K.at[ar, :, ar, :].add(H).reshape(m * p, m * p)
-    theta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(K), rhs.ravel())
-    theta = theta.reshape(m, p)
-    return theta[:, :d].T, theta[:, d]
+def quadratic_prox(V, step, args):
+    """argmin_Z (1/2) tr(Z M Zᵀ) + ‖Z - V‖²/(2 step) = V Q diag(1/(1 + step·e)) Qᵀ."""
+    Q, e = args
+    return ((V @ Q) / (1.0 + step * e)) @ Q.T
+
+
+def _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m, rows):
+    """Exact Gaussian W-step: per-task solves when the precision is diagonal; otherwise the
+    profile ADMM of :mod:`~bayesmtl.models.matrix_normal` with the quadratic coupling as its
+    penalty (eigen-factored per-task W-solves, the coupling's prox in P's eigenbasis,
+    Anderson acceleration), warm-started at the previous W, solved to 1e-14."""
+    P = np.asarray(precision)
+    if np.array_equal(P, np.diag(np.diag(P))):
+        return gaussian_diagonal_solve(X, y, task, weights, noise, jnp.diag(precision), m)
+    e, Q = jnp.linalg.eigh((precision + precision.T) / 2)
+    W, b, _ = profile_admm(X, y, task, weights, noise, 0.0, quadratic_prox, quadratic_penalty,
+                           (Q, jnp.clip(e, 0.0)), W0, b0, m, 20000, 1e-14, True, rows)
+    return W, b
 
 
 @partial(jax.jit, static_argnames=("m",))
@@ -653,20 +660,6 @@ def gaussian_diagonal_solve(X, y, task, weights, noise, precision_diag, m):
     E = jnp.diag(jnp.concatenate([jnp.ones(d), jnp.zeros(1)]))
     theta = jnp.linalg.solve(H + precision_diag[:, None, None] * E, rhs[..., None])[..., 0]
     return theta[:, :d].T, theta[:, d]
-
-
-def _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m):
-    P = np.asarray(precision)
-    if np.array_equal(P, np.diag(np.diag(P))):
-        return gaussian_diagonal_solve(X, y, task, weights, noise, jnp.diag(precision), m)
-    if (X.shape[1] + 1) * m <= DIRECT_SOLVE_MAX:
-        return gaussian_coupled_solve(X, y, task, weights, noise, precision, m)
-    return _gaussian_w_step_cg(X, y, task, weights, noise, precision, W0, b0, m)
-
-
-_gaussian_w_step_cg = jax.jit(
-    lambda X, y, task, weights, noise, precision, W0, b0, m: gaussian_w_step(
-        X, y, task, weights, noise, precision, 0.0, W0, b0, m), static_argnames=("m",))
 
 
 # ----------------------------------------------------------------------------- MAP
@@ -740,12 +733,13 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         return float(family_objective(W, b, state, member, X, y, task, weights, lam,
                                       classification, noise))
 
+    rows = jnp.asarray(task_rows(data.task, m))
     history, converged, change = [], False, np.inf
     f_prev, it = np.inf, 0
     while it < max_iter:
         it += 1
         W_new, b = _w_step(X, y, task, weights, lam * member.precision(state), W, b, m,
-                           classification, noise)
+                           classification, noise, rows)
         state = member.omega_step(W_new.T @ W_new, lam, d, state)
         change = float(jnp.linalg.norm(W_new - W) / jnp.maximum(1.0, jnp.linalg.norm(W_new)))
         W = W_new
