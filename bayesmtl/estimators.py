@@ -295,11 +295,19 @@ def _prior_to_json(prior):
 def _prior_from_json(d):
     if isinstance(d, str):
         return d
+    from .models import family as F
+    from .models.schatten import Schatten, SquaredSchatten
+
     d = dict(d)
     name = d.pop("name")
-    cls = {"fixed": P.Fixed, "inverse_wishart": P.InverseWishart, "lkj": P.LKJ,
-           "mtrl": P.MTRL}[name]
-    return cls(**d)
+    classes = {"fixed": P.Fixed, "inverse_wishart": P.InverseWishart, "lkj": P.LKJ,
+               "mtrl": P.MTRL, "graph": F.GraphLaplacian, "clustered": F.Clustered,
+               "glmtl": F.SparsePrecision, "spats": F.SparseCovariance,
+               "reconstruction": F.SparseReconstruction, "schatten": Schatten,
+               "squared_schatten": SquaredSchatten}
+    if name == "graph":
+        d["similarity"] = np.asarray(d["similarity"], dtype=np.float64)
+    return classes[name](**d)
 
 
 def load_estimator(path):

@@ -142,3 +142,15 @@ def test_compare_cli_writes_table_and_heatmaps(tmp_path, monkeypatch, capsys):
     assert all(np.isfinite(r["test_rmse"]) for r in report["rows"])
     assert (tmp_path / "task_correlations.png").stat().st_size > 1000
     assert "clustered" in capsys.readouterr().out
+
+
+def test_member_estimator_save_load(tmp_path, reg):
+    from bayesmtl.estimators import load_estimator
+
+    S = np.ones((reg.n_tasks, reg.n_tasks))
+    for prior in (F.GraphLaplacian(S, ridge=0.1), F.Clustered(a=1.0, b=0.01, c=0.9), "glmtl"):
+        est = MTLRegressor(prior=prior, lam=0.5, lam2=0.2).fit(reg.X, reg.y, task=reg.task)
+        est.save(tmp_path / "m")
+        again = load_estimator(tmp_path / "m")
+        assert np.allclose(again.predict(reg.X, task=reg.task), est.predict(reg.X, task=reg.task))
+        assert type(again.prior) is type(est.prior)
