@@ -31,6 +31,10 @@ One sweep draws, in turn, from the three full conditionals:
    state, so the step is a mixture of an exact draw and the identity and leaves the conditional
    invariant. Needs n > 1 for every σ.
 
+Every conditional is exact, but the W/Ω alternation can still mix slowly: on School with
+IW(m + 2, I) one direction of Ω barely moves in thousands of sweeps (NUTS does no better;
+see ``benchmarks/results_sampling.md``). Check R-hat before trusting Ω.
+
 Row weights (``loss_scale="mean"`` → 1/n_i) temper the likelihood exactly as ``mtl_model``'s
 ``weights`` do. Draws are returned with ``mtl_model``'s site names, so
 :func:`bayesmtl.inference.export.to_datatree` turns them into an ArviZ DataTree.
