@@ -72,7 +72,8 @@ def mtrl(data, lam):
     return r.W, r.b
 
 
-def run_dataset(name, train, test, select_outer, max_outer, clusters=None):
+def run_dataset(name, train, test, select_outer, max_outer, clusters=None,
+                methods=("STL", "AMTL", "MTRL", "GAMTL")):
     from sklearn.metrics import adjusted_rand_score
 
     row, info = {}, {}
@@ -80,14 +81,18 @@ def run_dataset(name, train, test, select_outer, max_outer, clusters=None):
     row["STL"] = score(*stl(train, lam), test)
     info["STL"] = f"λ={lam:g}"
     print(name, "STL", row["STL"], info["STL"], flush=True)
-    h, _ = select(amtl, sorted({(lam, 0.01), (lam, 0.1), (1.0, 0.01), (1.0, 0.1)}), train)
-    row["AMTL"] = score(*amtl(train, *h), test)
-    info["AMTL"] = f"λ={h[0]:g}, μ={h[1]:g}"
-    print(name, "AMTL", row["AMTL"], info["AMTL"], flush=True)
-    h, _ = select(mtrl, [(0.01,), (0.1,), (1.0,)], train)
-    row["MTRL"] = score(*mtrl(train, *h), test)
-    info["MTRL"] = f"λ={h[0]:g}"
-    print(name, "MTRL", row["MTRL"], info["MTRL"], flush=True)
+    if "AMTL" in methods:
+        h, _ = select(amtl, sorted({(lam, 0.01), (lam, 0.1), (1.0, 0.01), (1.0, 0.1)}), train)
+        row["AMTL"] = score(*amtl(train, *h), test)
+        info["AMTL"] = f"λ={h[0]:g}, μ={h[1]:g}"
+        print(name, "AMTL", row["AMTL"], info["AMTL"], flush=True)
+    if "MTRL" in methods:
+        h, _ = select(mtrl, [(0.01,), (0.1,), (1.0,)], train)
+        row["MTRL"] = score(*mtrl(train, *h), test)
+        info["MTRL"] = f"λ={h[0]:g}"
+        print(name, "MTRL", row["MTRL"], info["MTRL"], flush=True)
+    if "GAMTL" not in methods:
+        return row, info, None
 
     def gamtl_select(data, lam, gamma):
         r = fit_gamtl(data, lam, gamma, max_outer=select_outer, tol=1e-5)
@@ -128,14 +133,25 @@ TITLES = {"synthetic": "Synthetic", "synthetic-pos": "Synthetic-pos", "digits": 
           "school": "School (RMSE)"}
 
 
+def _merged(name):
+    """Row and info of one data set merged over its cached runs (``--methods`` subsets)."""
+    row, info = {}, {}
+    for path in sorted(CACHE.glob(f"{name}.json")) + sorted(CACHE.glob(f"{name}--*.json")):
+        r, i = json.loads(path.read_text())
+        row.update(r)
+        info.update(i)
+    return row, info
+
+
 def render():
-    rows = {TITLES[n]: json.loads((CACHE / f"{n}.json").read_text()) for n in TITLES
-            if (CACHE / f"{n}.json").exists()}
+    rows = {TITLES[n]: _merged(n) for n in TITLES}
+    rows = {t: (r, i) for t, (r, i) in rows.items() if "GAMTL" in r}
     lines = ["| data set | STL | AMTL-noLoss | MTRL | GAMTL | paper |",
              "|---|---|---|---|---|---|"]
     for title, (row, _) in rows.items():
         unit = "" if "School" in title else " %"
-        cells = " | ".join(f"{row[k]:.2f}{unit}" for k in ("STL", "AMTL", "MTRL", "GAMTL"))
+        cells = " | ".join(f"{row[k]:.2f}{unit}" if k in row else "not run"
+                           for k in ("STL", "AMTL", "MTRL", "GAMTL"))
         lines.append(f"| {title} | {cells} | {PAPER[title]} |")
     lines += ["", "Selected hyperparameters (hold-out of the training set):", "",
               "| data set | STL | AMTL-noLoss | MTRL | GAMTL (λ, γ) | GAMTL hold-out scores |",
@@ -143,7 +159,8 @@ def render():
     for title, (_, info) in rows.items():
         g = info["GAMTL"]
         hold = ", ".join(f"{k}: {v:.2f}" for k, v in g["holdout"].items())
-        lines.append(f"| {title} | {info['STL']} | {info['AMTL']} | {info['MTRL']} | "
+        lines.append(f"| {title} | {info['STL']} | {info.get('AMTL', '—')} | "
+                     f"{info.get('MTRL', '—')} | "
                      f"({g['lam']:g}, {g['gamma']:g}) | {hold} |")
     lines += ["", "GAMTL final fit (whole training set, relative tolerance 1e-5):", "",
               "| data set | fit time (s) | outer iterations | converged | all ADMM steps "
@@ -164,6 +181,7 @@ def main():
     parser.add_argument("--datasets", nargs="*", default=list(TITLES))
     parser.add_argument("--select-outer", type=int, default=10)
     parser.add_argument("--max-outer", type=int, default=60)
+    parser.add_argument("--methods", nargs="*", default=["STL", "AMTL", "MTRL", "GAMTL"])
     parser.add_argument("--render", action="store_true", help="only merge cached rows")
     args = parser.parse_args()
     CACHE.mkdir(exist_ok=True)
@@ -171,9 +189,11 @@ def main():
         for name in args.datasets:
             train, test, clusters = load(name)
             row, info, C = run_dataset(TITLES[name], train, test, args.select_outer,
-                                       args.max_outer, clusters)
-            (CACHE / f"{name}.json").write_text(json.dumps([row, info]))
-            np.save(CACHE / f"{name}_combination.npy", C)
+                                       args.max_outer, clusters, args.methods)
+            tag = "" if len(args.methods) == 4 else "--" + "-".join(args.methods)
+            (CACHE / f"{name}{tag}.json").write_text(json.dumps([row, info]))
+            if C is not None:
+                np.save(CACHE / f"{name}{tag}_combination.npy", C)
     print(render())
 
 
