@@ -282,3 +282,54 @@ def admm(x_update, z_update, A, At, x0, z0, u0=None, *, rho0=1.0, max_iter=1000,
                      jnp.asarray(0.0, dtype), jnp.asarray(0))
     s = jax.lax.while_loop(cond, body, init)
     return AdmmResult(s.x, s.z, s.u, s.rho, s.it, done(s), s.primal_residual, s.dual_residual)
+
+
+# ----------------------------------------------------------------------------- Newton–CG
+
+
+def newton_cg(fun, theta0, blocks, max_newton=30, tol=1e-14):
+    """Minimise a smooth convex ``fun`` over theta (m, p) by Newton–CG with Armijo backtracking.
+
+    ``blocks(theta) -> (m, p, p)`` gives positive definite diagonal blocks of the Hessian
+    (block-Jacobi preconditioner). Stops when half the Newton decrement is below
+    ``tol * max(1, |fun|)``.
+    """
+    grad = jax.grad(fun)
+
+    def body(s):
+        theta, f, _, it = s
+        g = grad(theta)
+        chol = jnp.linalg.cholesky(blocks(theta))
+
+        def precond(r):
+            return jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(chol, r)
+
+        def hvp(v):
+            return jax.jvp(grad, (theta,), (v,))[1]
+
+        p, _ = jax.scipy.sparse.linalg.cg(hvp, -g, M=precond, tol=1e-11,
+                                          maxiter=20 * theta.shape[1])
+        slope = jnp.vdot(g, p)
+        p = jnp.where(slope < 0, p, -precond(g))  # CG failure: preconditioned gradient
+        slope = jnp.vdot(g, p)
+
+        def ls_cond(c):
+            t, ft = c
+            return ~(ft <= f + 1e-4 * t * slope) & (t > 1e-12)
+
+        def ls_body(c):
+            t = 0.5 * c[0]
+            return t, fun(theta + t * p)
+
+        t, ft = jax.lax.while_loop(ls_cond, ls_body, (jnp.asarray(1.0, f.dtype),
+                                                      fun(theta + p)))
+        ok = ft <= f
+        return (jnp.where(ok, theta + t * p, theta), jnp.where(ok, ft, f), -slope, it + 1)
+
+    def cond(s):
+        _, f, decrement, it = s
+        return (it < max_newton) & (0.5 * decrement > tol * jnp.maximum(1.0, jnp.abs(f)))
+
+    f0 = fun(theta0)
+    init = (theta0, f0, jnp.asarray(jnp.inf, f0.dtype), jnp.asarray(0))
+    return jax.lax.while_loop(cond, body, init)[0]

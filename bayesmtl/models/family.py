@@ -51,7 +51,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from ..data import MultiTaskData
-from ..inference.solvers import admm, prox_l1
+from ..inference.solvers import admm, newton_cg, prox_l1
 from ..priors import OmegaPrior, PriorError
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from .losses import linear_predictor, row_weights
@@ -598,8 +598,6 @@ def family_objective(W, b, state, member, X, y, task, weights, lam, classificati
 @partial(jax.jit, static_argnames=("m",))
 def _logistic_w_step(X, y, task, weights, precision, W0, b0, m):
     """Exact (Newton–CG) minimiser over (W, b) of the weighted logistic loss + ½tr(W P Wᵀ)."""
-    from .gamtl import _newton_cg  # one Newton–CG loop in the package
-
     d = X.shape[1]
     Xa = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1)
     pen = jnp.diag(jnp.concatenate([jnp.ones(d), jnp.zeros(1)]))
@@ -616,7 +614,7 @@ def _logistic_w_step(X, y, task, weights, precision, W0, b0, m):
         H = jax.ops.segment_sum(c[:, None, None] * Xa[:, :, None] * Xa[:, None, :], task, m)
         return H + jnp.diag(precision)[:, None, None] * pen[None] + 1e-10 * jnp.eye(d + 1)
 
-    theta = _newton_cg(fun, jnp.concatenate([W0.T, b0[:, None]], axis=1), blocks)
+    theta = newton_cg(fun, jnp.concatenate([W0.T, b0[:, None]], axis=1), blocks)
     return theta[:, :d].T, theta[:, d]
 
 
