@@ -37,6 +37,13 @@ def _stl(m, lam2=None):
     return F.GraphLaplacian(np.zeros((m, m)), ridge=1.0)
 
 
+def _clustered(m):
+    """Jacob et al.'s set with c = 1 and a = k = ⌈√m⌉ "effective clusters" (only a/c and b/c
+    matter: the scale of Ω is absorbed by λ; with a ≤ c the set is MTRL's tr Ω = a)."""
+    k = float(max(2, int(np.ceil(np.sqrt(m)))))
+    return F.Clustered(a=k, b=1e-3, c=1.0)
+
+
 def _schatten(m, lam2, r=1.0):
     from .models.schatten import Schatten
     del m
@@ -54,7 +61,7 @@ MEMBERS = {
     "stl": (_stl, False),
     "pooled": (None, False),
     "rmtl": (lambda m, lam2=None: F.mean_regularised(m), False),
-    "clustered": (lambda m, lam2=None: F.Clustered(a=1.0, b=1e-3 / m, c=1.0), False),
+    "clustered": (lambda m, lam2=None: _clustered(m), False),
     "mtrl": (lambda m, lam2=None: MTRL(), False),
     "glmtl": (lambda m, lam2: F.SparsePrecision(lam2), True),
     "spats": (lambda m, lam2: F.SparseCovariance(lam2), True),

@@ -35,24 +35,33 @@ def _splits(text):
     return list(range(int(lo), int(hi or lo) + 1))
 
 
-def school(splits, members, folds, tol):
+def school(splits, members, folds, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID):
     from bayesmtl.datasets import load_school
 
     per = {name: [] for name in members}
     meta = {name: [] for name in members}
     for split in splits:
         train, test = load_school(split)
-        rows, _ = compare_members(train, test, members, LAM_GRID, LAM2_GRID, n_folds=folds,
+        rows, _ = compare_members(train, test, members, lam_grid, lam2_grid, n_folds=folds,
                                   tol=tol)
         for r in rows:
             per[r["member"]].append(r["test_rmse"])
             meta[r["member"]].append(r)
         print(f"split {split}: " + "  ".join(f"{r['member']} {r['test_rmse']:.3f}"
                                              for r in rows), flush=True)
-        (HERE / "results_family_school.json").write_text(json.dumps(meta, indent=1))
-    print(f"\n| member | School test RMSE, {len(splits)} split(s) (mean ± s.e.) | median fit "
+        tag = "_".join(members) if len(members) < 4 else "all"
+        (HERE / f"results_family_school_{tag}.json").write_text(json.dumps(meta, indent=1))
+    render_school(meta)
+
+
+def render_school(meta):
+    """Markdown table from the per-member rows (also: ``--render FILE.json``)."""
+    n = min(len(rows) for rows in meta.values())
+    print(f"\n| member | School test RMSE, {n} split(s) (mean ± s.e.) | median fit "
           "time (s) | λ chosen (per split) | λ₂ chosen |\n|---|---|---|---|---|")
-    for name in members:
+    for name in meta:
+        meta[name] = meta[name][:n]
+        per = {name: [r["test_rmse"] for r in meta[name]]}
         v = np.asarray(per[name])
         se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
         lams = ",".join(f"{r['lam']:g}" for r in meta[name])
@@ -70,7 +79,7 @@ def _digit_error(fits, test):
     return float(100 * np.mean(np.argmax(scores, axis=1) != truth))
 
 
-def digits(members, tol):
+def digits(members, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID):
     from bayesmtl.datasets import load_digits_split
 
     print("| member | MNIST error % | USPS error % | λ, λ₂ (MNIST) | λ, λ₂ (USPS) |\n"
@@ -81,14 +90,14 @@ def digits(members, tol):
         for dataset in ("mnist", "usps"):
             train, valid, test = load_digits_split(dataset)
             best = (np.inf, None, None, None)
-            lam2_grid = LAM2_GRID if MEMBERS[name][1] else (None,)
-            for lam2 in lam2_grid:
+            lam2s = lam2_grid if MEMBERS[name][1] else (None,)
+            for lam2 in lam2s:
                 member = make_member(name, train.n_tasks, lam2)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    path = regularisation_path(train, member, sorted(LAM_GRID, reverse=True),
+                    path = regularisation_path(train, member, sorted(lam_grid, reverse=True),
                                                tol=tol)
-                for lam, fit in zip(sorted(LAM_GRID, reverse=True), path, strict=True):
+                for lam, fit in zip(sorted(lam_grid, reverse=True), path, strict=True):
                     err = _digit_error(fit, valid)
                     if err < best[0]:
                         best = (err, lam, lam2, fit)
@@ -98,22 +107,31 @@ def digits(members, tol):
         results[name] = {"mnist": cells[0], "usps": cells[1], "chosen": chosen}
         print(f"| {name} | {cells[0]:.2f} | {cells[1]:.2f} | {chosen[0]} | {chosen[1]} |",
               flush=True)
-        (HERE / "results_family_digits.json").write_text(json.dumps(results, indent=1))
+        tag = "_".join(members) if len(members) < 4 else "all"
+        (HERE / f"results_family_digits_{tag}.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["school", "digits"])
+    parser.add_argument("which", choices=["school", "digits", "render"])
+    parser.add_argument("--file", default=str(HERE / "results_family_school_all.json"))
     parser.add_argument("--splits", default="1-10")
     parser.add_argument("--members", default="all")
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--lam-grid", default=",".join(str(v) for v in LAM_GRID))
+    parser.add_argument("--lam2-grid", default=",".join(str(v) for v in LAM2_GRID))
     parser.add_argument("--tol", type=float, default=1e-8,
                         help="outer tolerance of the alternating members inside CV / paths")
     args = parser.parse_args()
     chosen = DEFAULT_MEMBERS if args.members == "all" else tuple(args.members.split(","))
     start = time.perf_counter()
-    if args.which == "school":
-        school(_splits(args.splits), chosen, args.folds, args.tol)
+    if args.which == "render":
+        render_school(json.loads(Path(args.file).read_text()))
+    elif args.which == "school":
+        school(_splits(args.splits), chosen, args.folds, args.tol,
+               tuple(float(v) for v in args.lam_grid.split(",")),
+               tuple(float(v) for v in args.lam2_grid.split(",")))
     else:
-        digits(chosen, args.tol)
+        digits(chosen, args.tol, tuple(float(v) for v in args.lam_grid.split(",")),
+               tuple(float(v) for v in args.lam2_grid.split(",")))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
