@@ -287,17 +287,48 @@ def admm(x_update, z_update, A, At, x0, z0, u0=None, *, rho0=1.0, max_iter=1000,
 # ----------------------------------------------------------------------------- Newton–CG
 
 
+def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14):
+    """Damped Newton loop with Armijo backtracking: the one Newton loop of the package.
+
+    ``direction(x) -> (δ, g·δ)`` gives a descent step (exact Newton, Newton–CG, …) and its
+    slope; the step length halves until ``value(x + aδ) ≤ value(x) + 1e-4 a g·δ`` (a step that
+    still does not decrease ``value`` is rejected). Stops when half the Newton decrement
+    ``-g·δ`` is below ``tol · max(1, |value|)`` or after ``max_iter`` steps. Exact in one step
+    for a quadratic. Jit- and vmap-able.
+    """
+
+    def step(s):
+        x, f, _, it = s
+        delta, slope = direction(x)
+
+        def not_enough(c):
+            a, fa = c
+            return ~(fa <= f + 1e-4 * a * slope) & (a > 1e-12)
+
+        a, fa = jax.lax.while_loop(not_enough, lambda c: (0.5 * c[0], value(x + 0.5 * c[0]
+                                                                            * delta)),
+                                   (jnp.asarray(1.0, f.dtype), value(x + delta)))
+        ok = fa <= f
+        return jnp.where(ok, x + a * delta, x), jnp.where(ok, fa, f), -slope, it + 1
+
+    def cond(s):
+        _, f, decrement, it = s
+        return (it < max_iter) & (0.5 * decrement > tol * jnp.maximum(1.0, jnp.abs(f)))
+
+    f0 = value(x0)
+    init = (x0, f0, jnp.asarray(jnp.inf, f0.dtype), jnp.asarray(0))
+    return jax.lax.while_loop(cond, step, init)[0]
+
+
 def newton_cg(fun, theta0, blocks, max_newton=30, tol=1e-14):
-    """Minimise a smooth convex ``fun`` over theta (m, p) by Newton–CG with Armijo backtracking.
+    """Minimise a smooth convex ``fun`` over theta (m, p) by Newton–CG (:func:`damped_newton`).
 
     ``blocks(theta) -> (m, p, p)`` gives positive definite diagonal blocks of the Hessian
-    (block-Jacobi preconditioner). Stops when half the Newton decrement is below
-    ``tol * max(1, |fun|)``.
+    (block-Jacobi preconditioner for CG; the preconditioned gradient is the fallback step).
     """
     grad = jax.grad(fun)
 
-    def body(s):
-        theta, f, _, it = s
+    def direction(theta):
         g = grad(theta)
         chol = jnp.linalg.cholesky(blocks(theta))
 
@@ -309,27 +340,7 @@ def newton_cg(fun, theta0, blocks, max_newton=30, tol=1e-14):
 
         p, _ = jax.scipy.sparse.linalg.cg(hvp, -g, M=precond, tol=1e-11,
                                           maxiter=20 * theta.shape[1])
-        slope = jnp.vdot(g, p)
-        p = jnp.where(slope < 0, p, -precond(g))  # CG failure: preconditioned gradient
-        slope = jnp.vdot(g, p)
+        p = jnp.where(jnp.vdot(g, p) < 0, p, -precond(g))  # CG failure: preconditioned gradient
+        return p, jnp.vdot(g, p)
 
-        def ls_cond(c):
-            t, ft = c
-            return ~(ft <= f + 1e-4 * t * slope) & (t > 1e-12)
-
-        def ls_body(c):
-            t = 0.5 * c[0]
-            return t, fun(theta + t * p)
-
-        t, ft = jax.lax.while_loop(ls_cond, ls_body, (jnp.asarray(1.0, f.dtype),
-                                                      fun(theta + p)))
-        ok = ft <= f
-        return (jnp.where(ok, theta + t * p, theta), jnp.where(ok, ft, f), -slope, it + 1)
-
-    def cond(s):
-        _, f, decrement, it = s
-        return (it < max_newton) & (0.5 * decrement > tol * jnp.maximum(1.0, jnp.abs(f)))
-
-    f0 = fun(theta0)
-    init = (theta0, f0, jnp.asarray(jnp.inf, f0.dtype), jnp.asarray(0))
-    return jax.lax.while_loop(cond, body, init)[0]
+    return damped_newton(fun, direction, theta0, max_iter=max_newton, tol=tol)

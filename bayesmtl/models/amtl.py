@@ -66,7 +66,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from ..data import CLASSIFICATION, DataError, MultiTaskData
-from ..inference.solvers import fista
+from ..inference.solvers import damped_newton, fista
 from .losses import LOSSES, linear_predictor
 from .matrix_normal import ConvergenceWarning
 from .reconstruction import reconstruction_residual, zero_diagonal
@@ -254,33 +254,6 @@ def amtl_objective(theta, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
 # ----------------------------------------------------------------------------- W-step (2)
 
 
-def _newton(value, direction, theta0, max_iter=50, tol=1e-14):
-    """Damped Newton (Armijo backtracking) for a smooth convex function of θ.
-
-    ``direction(θ) -> (δ, g·δ)`` gives the Newton step; stops when half the Newton decrement
-    ``-g·δ`` is below ``tol * max(1, |F|)``. Exact in one step for a quadratic (squared loss).
-    """
-
-    def step(s):
-        theta, f, _, it = s
-        delta, slope = direction(theta)
-        decrement = -slope
-
-        def not_enough(a):
-            return (value(theta + a * delta) > f - 1e-4 * a * decrement) & (a > 1e-10)
-
-        a = jax.lax.while_loop(not_enough, lambda a: 0.5 * a, 1.0)
-        new = theta + a * delta
-        return new, value(new), decrement, it + 1
-
-    def cond(s):
-        _, f, decrement, it = s
-        return (it < max_iter) & (0.5 * decrement > tol * jnp.maximum(1.0, jnp.abs(f)))
-
-    theta, *_ = jax.lax.while_loop(cond, step, (theta0, value(theta0), jnp.inf, 0))
-    return theta
-
-
 def _penalty_selector(D: int, d: int):
     """(D,) 1 on the d feature coordinates, 0 on the intercept (not reconstructed)."""
     return jnp.concatenate([jnp.ones(d), jnp.zeros(D - d)])
@@ -330,7 +303,7 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
                                               maxiter=10 * m * D)
         return delta, jnp.vdot(g, delta)
 
-    return _newton(value, direction, theta0)
+    return damped_newton(value, direction, theta0)
 
 
 def single_task_step(theta_t, X_t, y_t, weight_t, tempering, target, lam, loss: str, d: int):
@@ -353,7 +326,7 @@ def single_task_step(theta_t, X_t, y_t, weight_t, tempering, target, lam, loss: 
         delta = jnp.linalg.solve(H + jitter * jnp.eye(D), -g)
         return delta[None], jnp.vdot(g, delta)
 
-    return _newton(value, direction, theta_t[None])[0]
+    return damped_newton(value, direction, theta_t[None])[0]
 
 
 # ----------------------------------------------------------------------------- B-step (3)

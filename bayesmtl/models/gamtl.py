@@ -59,7 +59,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from ..data import CLASSIFICATION, MultiTaskData
-from ..inference.solvers import admm
+from ..inference.solvers import admm, damped_newton
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from .losses import LOSSES, empirical_risk, linear_predictor, row_weights
 from .reconstruction import reconstruction_residual, zero_diagonal
@@ -301,36 +301,16 @@ def _task_newton(Xa, y, wts, loss, anchor, curvature, theta0, tol=1e-14, max_new
             return (jnp.sum(wts * row_loss(Xa @ th, y))
                     + 0.5 * q * jnp.sum(w_part * (th - a) ** 2))
 
-        def body(s):
-            th, f, _, it = s
+        def direction(th):
             fx = Xa @ th
             g = Xa.T @ (wts * dl(fx, y)) + q * w_part * (th - a)
             H = (Xa.T * (wts * d2l(fx, y))) @ Xa
             jitter = 1e-10 * (1.0 + jnp.trace(H) / d1)
             H = H + jnp.diag(q * w_part + jitter)
             p = -jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(H), True), g)
-            slope = jnp.vdot(g, p)
+            return p, jnp.vdot(g, p)
 
-            def ls_cond(c):
-                t, ft = c
-                return ~(ft <= f + 1e-4 * t * slope) & (t > 1e-12)
-
-            def ls_body(c):
-                t = 0.5 * c[0]
-                return t, phi(th + t * p)
-
-            t, ft = jax.lax.while_loop(ls_cond, ls_body, (jnp.asarray(1.0, f.dtype),
-                                                          phi(th + p)))
-            ok = ft <= f
-            return (jnp.where(ok, th + t * p, th), jnp.where(ok, ft, f), -slope, it + 1)
-
-        def cond(s):
-            _, f, decrement, it = s
-            return (it < max_newton) & (0.5 * decrement > tol * jnp.maximum(1.0, jnp.abs(f)))
-
-        f0 = phi(th0)
-        init = (th0, f0, jnp.asarray(jnp.inf, f0.dtype), jnp.asarray(0))
-        return jax.lax.while_loop(cond, body, init)[0]
+        return damped_newton(phi, direction, th0, max_iter=max_newton, tol=tol)
 
     return jax.vmap(one)(Xa, y, wts, anchor, curvature, theta0)
 
