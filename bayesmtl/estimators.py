@@ -153,32 +153,7 @@ class _MTLBase(BaseEstimator):
         else:
             prior = resolve_prior(self.prior)
             prior.check(data.n_tasks)
-            if inference == "map":
-                params = self._fit_map(data, prior, likelihood, loss_scale)
-                self.idata_ = from_point(params, task_names=data.task_names,
-                                         feature_names=data.feature_names)
-            else:
-                args, kw = model_inputs(data, loss_scale)
-                kw.update(omega_prior=prior, likelihood=likelihood, lam=self.lam, ridge=self.ridge,
-                          noncentered=self.noncentered)
-                if inference == "nuts":
-                    from .inference.mcmc import run_nuts
-                    self.mcmc_ = run_nuts(mtl_model, *args, num_warmup=self.num_warmup,
-                                          num_samples=self.num_samples, num_chains=self.num_chains,
-                                          seed=self.seed, progress_bar=self.progress_bar, **kw)
-                    self.idata_ = from_mcmc(self.mcmc_, task_names=data.task_names,
-                                            feature_names=data.feature_names,
-                                            var_names=_reported(self.mcmc_.get_samples()))
-                else:
-                    from .inference.svi import run_svi
-                    self.svi_result_, samples = run_svi(
-                        mtl_model, *args, guide=self.guide, num_steps=self.svi_steps,
-                        num_samples=self.num_samples, seed=self.seed,
-                        progress_bar=self.progress_bar, **kw)
-                    self.idata_ = to_datatree({k: v for k, v in samples.items()
-                                               if k in _reported(samples)},
-                                              task_names=data.task_names,
-                                              feature_names=data.feature_names)
+            self._fit_omega_prior(data, prior, inference, loss_scale, likelihood)
         self.fit_time_ = time.perf_counter() - start
         self.idata_.attrs.update(prior=getattr(prior, "name", "pooled"), lam=float(self.lam),
                                  ridge=float(self.ridge),
@@ -194,6 +169,35 @@ class _MTLBase(BaseEstimator):
         if self._kind == CLASSIFICATION:
             self.classes_ = np.asarray(data.label_values)
         return self
+
+    def _fit_omega_prior(self, data, prior, inference, loss_scale, likelihood):
+        """The matrix-normal model with an Ω prior: MAP, NUTS or SVI into ``idata_``."""
+        if inference == "map":
+            params = self._fit_map(data, prior, likelihood, loss_scale)
+            self.idata_ = from_point(params, task_names=data.task_names,
+                                     feature_names=data.feature_names)
+        else:
+            args, kw = model_inputs(data, loss_scale)
+            kw.update(omega_prior=prior, likelihood=likelihood, lam=self.lam, ridge=self.ridge,
+                      noncentered=self.noncentered)
+            if inference == "nuts":
+                from .inference.mcmc import run_nuts
+                self.mcmc_ = run_nuts(mtl_model, *args, num_warmup=self.num_warmup,
+                                      num_samples=self.num_samples, num_chains=self.num_chains,
+                                      seed=self.seed, progress_bar=self.progress_bar, **kw)
+                self.idata_ = from_mcmc(self.mcmc_, task_names=data.task_names,
+                                        feature_names=data.feature_names,
+                                        var_names=_reported(self.mcmc_.get_samples()))
+            else:
+                from .inference.svi import run_svi
+                self.svi_result_, samples = run_svi(
+                    mtl_model, *args, guide=self.guide, num_steps=self.svi_steps,
+                    num_samples=self.num_samples, seed=self.seed,
+                    progress_bar=self.progress_bar, **kw)
+                self.idata_ = to_datatree({k: v for k, v in samples.items()
+                                           if k in _reported(samples)},
+                                          task_names=data.task_names,
+                                          feature_names=data.feature_names)
 
     def _family_member(self, data):
         """The L2MT-family member named by ``prior`` (None = pooled), or False if ``prior`` is
@@ -305,8 +309,6 @@ def _prior_from_json(d):
                "glmtl": F.SparsePrecision, "spats": F.SparseCovariance,
                "reconstruction": F.SparseReconstruction, "schatten": Schatten,
                "squared_schatten": SquaredSchatten}
-    if name == "graph":
-        d["similarity"] = np.asarray(d["similarity"], dtype=np.float64)
     return classes[name](**d)
 
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from .data import MultiTaskData
 from .models import family as F
-from .models.matrix_normal import ConvergenceWarning, fit_mtrl
+from .models.losses import linear_predictor
+from .models.matrix_normal import ConvergenceWarning, _task_blocks, fit_mtrl
 from .priors import MTRL
 
 __all__ = ["MEMBERS", "is_member", "make_member", "fit_member", "predict_member",
@@ -75,9 +76,8 @@ def is_member(obj) -> bool:
     """Whether ``obj`` is a family member solved by :func:`fit_member` (not a plain Ω prior)."""
     if hasattr(obj, "omega_step"):
         return True
-    from .models import schatten
-    return isinstance(obj, tuple(getattr(schatten, n) for n in ("Schatten", "SquaredSchatten")
-                                 if hasattr(schatten, n)))
+    from .models.schatten import Schatten, SquaredSchatten
+    return isinstance(obj, (Schatten, SquaredSchatten))
 
 
 def make_member(name: str, m: int, lam2: float | None = None):
@@ -132,7 +132,7 @@ def fit_member(data: MultiTaskData, member, lam: float, *, init=None, loss_scale
 
 def predict_member(fit: MemberFit, X, task, classification=False) -> np.ndarray:
     """(N,) predictions: f, or hard labels {0, 1} for classification."""
-    f = np.sum(np.asarray(X) * fit.W.T[task], axis=1) + fit.b[task]
+    f = np.asarray(linear_predictor(X, task, fit.W, fit.b))
     return (f > 0).astype(float) if classification else f
 
 
@@ -260,17 +260,13 @@ def log_evidence(data: MultiTaskData, precision, lam: float, noise: float = 1.0)
         raise ValueError("lam and noise must be positive")
     d, m = data.n_features, data.n_tasks
     p = d + 1
-    H = np.zeros((m * p, m * p))
-    rhs = np.zeros(m * p)
-    for i, (X, y) in enumerate(data.tasks()):
-        Xa = np.column_stack([X, np.ones(len(y))])
-        H[i * p:(i + 1) * p, i * p:(i + 1) * p] = Xa.T @ Xa / noise**2
-        rhs[i * p:(i + 1) * p] = Xa.T @ y / noise**2
-    # prior precision on the W part: λ P ⊗ I_d in task-major order
-    idx = np.concatenate([np.arange(i * p, i * p + d) for i in range(m)]).reshape(m, d)
-    for s in range(m):
-        for t in range(m):
-            H[idx[s], idx[t]] += lam * P[s, t]
+    # posterior precision: per-task blocks X̃ᵢᵀX̃ᵢ/σ² plus λ P ⊗ E on the W part (task-major)
+    blocks, rhs = _task_blocks(data.X, data.y, data.task, np.ones(len(data.y)), noise, m)
+    E = np.diag(np.r_[np.ones(d), 0.0])
+    H = np.einsum("st,ab->satb", lam * P, E)
+    H[np.arange(m), :, np.arange(m), :] += np.asarray(blocks)
+    H = H.reshape(m * p, m * p)
+    rhs = np.asarray(rhs).ravel()
     L = np.linalg.cholesky(H)
     z = np.linalg.solve(L, rhs)
     sign, logdet_prior = np.linalg.slogdet(lam * P)

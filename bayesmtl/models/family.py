@@ -54,10 +54,11 @@ from ..data import MultiTaskData
 from ..inference.solvers import admm, newton_cg, prox_l1
 from ..priors import OmegaPrior, PriorError
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
-from .losses import linear_predictor, row_weights
+from .losses import linear_predictor
 from .matrix_normal import (
     ConvergenceWarning,
     _data_loss,
+    _inputs,
     _task_blocks,
     profile_admm,
     solve_profile,
@@ -689,16 +690,6 @@ def _check_lam(lam):
         raise ValueError(f"lam (λ₁) must be a positive number; got {lam!r}")
 
 
-def _arrays(data: MultiTaskData, loss_scale, noise):
-    classification = data.kind == "classification"
-    noise = PAPER_SQUARED_LOSS_NOISE if noise is None else float(noise)
-    if not noise > 0:
-        raise ValueError(f"noise must be positive; got {noise}")
-    weights = row_weights(data.task, data.n_tasks, loss_scale)
-    return (jnp.asarray(data.X), jnp.asarray(data.y, dtype=jnp.float64),
-            jnp.asarray(data.task), jnp.asarray(weights), classification, noise)
-
-
 def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
                loss_scale: str = "mean", noise: float | None = None, max_iter: int = 500,
                tol: float = 1e-10, init=None, method: str = "auto") -> FamilyResult:
@@ -720,7 +711,7 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     if hasattr(member, "profile"):
         return _fit_profile(data, member, lam, loss_scale, noise, method, max(max_iter, 5000),
                             min(tol, 1e-12), init)
-    X, y, task, weights, classification, noise = _arrays(data, loss_scale, noise)
+    X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
     d, m = data.n_features, data.n_tasks
     if init is None:
         W, b, state = jnp.zeros((d, m)), jnp.zeros(m), member.initial_state(m)
@@ -775,7 +766,7 @@ def fit_pooled(data: MultiTaskData, lam: float = 1.0, *, loss_scale: str = "mean
     """Pooled baseline: one shared (w, b) for all tasks (Ω → 11ᵀ), with the ridge prior
     (λ/2)‖w‖² and the same per-task loss scaling. Columns of W are identical."""
     _check_lam(lam)
-    X, y, task, weights, classification, noise = _arrays(data, loss_scale, noise)
+    X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
     zeros = jnp.zeros(X.shape[0], dtype=task.dtype)
     W, b = _w_step(X, y, zeros, weights, lam * jnp.eye(1), jnp.zeros((X.shape[1], 1)),
                    jnp.zeros(1), 1, classification, noise)
@@ -825,7 +816,7 @@ def sample_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
 
     _check_lam(lam)
     member.check(data.n_tasks)
-    X, y, task, weights, classification, noise = _arrays(data, loss_scale, noise)
+    X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
     likelihood = BernoulliLogit() if classification else Gaussian(noise)
     init_params = None
     if init is not None:
