@@ -64,6 +64,7 @@ from .matrix_normal import (
     solve_profile,
     task_rows,
 )
+from .schatten import _log_det
 
 __all__ = ["GraphLaplacian", "mean_regularised", "Clustered", "SparsePrecision",
            "SparseCovariance", "SparseReconstruction", "FamilyResult", "fit_family",
@@ -79,12 +80,6 @@ def _positive(value, name):
 def _nonnegative(value, name):
     if not (np.isscalar(value) and np.isfinite(value) and value >= 0):
         raise PriorError(f"{name} must be a non-negative number; got {value!r}")
-
-
-def _logdet_pd(M):
-    """log|M| for a positive definite M, +nan-free: -inf-safe via Cholesky (nan if not PD)."""
-    L = jnp.linalg.cholesky(M)
-    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
 
 
 # ----------------------------------------------------------------------------- graph (RMTL)
@@ -351,7 +346,7 @@ class SparsePrecision(OmegaPrior):
         return graphical_lasso(gram / d, 2.0 * self.lam2 / (lam * d), state)
 
     def penalty(self, state, lam, d):
-        return -0.5 * lam * d * _logdet_pd(state) + self.lam2 * jnp.sum(jnp.abs(state))
+        return -0.5 * lam * d * _log_det(state) + self.lam2 * jnp.sum(jnp.abs(state))
 
     def sample_state(self, m, d, lam):
         P = numpyro.sample("omega_inv", dist.ImproperUniform(constraints.positive_definite, (),

@@ -325,6 +325,11 @@ def _check_r(r, who):
         raise PriorError(f"{who} r must be a finite positive number (g(Ω) = tr(Ω^r)); got {r}")
 
 
+def _check_tasks(m):
+    if not (isinstance(m, (int, np.integer)) and m >= 1):
+        raise PriorError(f"number of tasks must be a positive integer; got {m!r}")
+
+
 def _log_det(omega):
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(omega))))
 
@@ -348,8 +353,7 @@ class Schatten(OmegaPrior):
                                                math.isfinite(self.lam2) and self.lam2 > 0):
             raise PriorError(f"Schatten lam2 (λ2) must be a finite positive number; got "
                              f"{self.lam2!r}")
-        if not (isinstance(m, (int, np.integer)) and m >= 1):
-            raise PriorError(f"number of tasks must be a positive integer; got {m!r}")
+        _check_tasks(m)
 
     def __call__(self, m: int, d: int):
         self.check(m)
@@ -374,8 +378,7 @@ class SquaredSchatten(OmegaPrior):
 
     def check(self, m: int) -> None:
         _check_r(self.r, "SquaredSchatten")
-        if not (isinstance(m, (int, np.integer)) and m >= 1):
-            raise PriorError(f"number of tasks must be a positive integer; got {m!r}")
+        _check_tasks(m)
 
     def __call__(self, m: int, d: int):
         self.check(m)
