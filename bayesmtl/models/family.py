@@ -60,6 +60,7 @@ from .matrix_normal import (
     _data_loss,
     _inputs,
     _task_blocks,
+    gaussian_w_step,
     profile_admm,
     solve_profile,
     task_rows,
@@ -646,13 +647,19 @@ def _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m, rows):
     """Exact Gaussian W-step: per-task solves when the precision is diagonal; otherwise the
     profile ADMM of :mod:`~bayesmtl.models.matrix_normal` with the quadratic coupling as its
     penalty (eigen-factored per-task W-solves, the coupling's prox in P's eigenbasis,
-    Anderson acceleration), warm-started at the previous W, solved to 1e-14."""
+    Anderson acceleration), warm-started at the previous W, solved to 1e-14; when the ADMM
+    does not converge within its cap (a badly conditioned P) block-Jacobi PCG finishes from
+    its iterate."""
     P = np.asarray(precision)
     if np.array_equal(P, np.diag(np.diag(P))):
         return gaussian_diagonal_solve(X, y, task, weights, noise, jnp.diag(precision), m)
     e, Q = jnp.linalg.eigh((precision + precision.T) / 2)
-    W, b, _ = profile_admm(X, y, task, weights, noise, 0.0, quadratic_prox, quadratic_penalty,
-                           (Q, jnp.clip(e, 0.0)), W0, b0, m, 20000, 1e-14, True, rows)
+    W, b, info = profile_admm(X, y, task, weights, noise, 0.0, quadratic_prox,
+                              quadratic_penalty, (Q, jnp.clip(e, 0.0)), W0, b0, m, 20000, 1e-14,
+                              True, rows)
+    if not bool(info[3]):  # ill-conditioned coupling: finish by PCG from the ADMM iterate
+        W, b = gaussian_w_step(X, y, task, weights, noise, precision, 0.0, W, b, m, 1e-13,
+                               True, rows)
     return W, b
 
 
