@@ -254,6 +254,36 @@ def test_task_groups_eigengap_on_block_matrix():
         G.task_groups(C, n_groups=0)
 
 
+def test_converged_fit_is_a_block_minimum_of_objective_1():
+    """Convergence is declared after a certifying sweep with exact steps: from the returned
+    point, an exact C-step and an exact W-step each lower (1) by less than the tolerance."""
+    data = _tiny("regression", seed=11, m=4, d=3, n=12)
+    lam, gamma, tol = 0.5, 0.1, 1e-6
+    fit = G.fit_gamtl(data, lam, gamma, max_outer=200, tol=tol)
+    assert fit.converged and fit.admm_converged[-1].all()
+    arrays = G._arrays(data, "mean")
+    W, b, C = (jnp.asarray(a) for a in (fit.W, fit.b, fit.combination))
+    C_star, _ = G.c_step(W, C, lam, gamma, abs_tol=1e-12, rel_tol=1e-10, max_iter=50_000)
+    W_star, b_star, _ = G.w_step(*arrays, W, b, C, lam, gamma, abs_tol=1e-12, rel_tol=1e-10,
+                                 max_iter=50_000)
+    value = objective_eq1(fit.W, fit.b, fit.combination, data, lam, gamma)
+    for better in (objective_eq1(fit.W, fit.b, np.asarray(C_star), data, lam, gamma),
+                   objective_eq1(np.asarray(W_star), np.asarray(b_star), fit.combination, data,
+                                 lam, gamma)):
+        assert better >= value - 10 * tol * abs(value)
+
+
+def test_relative_eigengap_counts_components_and_two_tasks():
+    rng = np.random.default_rng(12)
+    truth = np.repeat([0, 1, 2], [2, 6, 3])  # disconnected blocks of different sizes
+    C = (truth[:, None] == truth[None, :]) * rng.uniform(0.1, 1.0, (11, 11))
+    np.fill_diagonal(C, 0.0)
+    labels, k = G.task_groups(C)
+    assert k == 3 and len(set(zip(labels, truth, strict=True))) == 3
+    assert G.task_groups(np.array([[0.0, 0.4], [0.1, 0.0]]))[1] == 1
+    assert G.task_groups(np.zeros((2, 2)))[1] == 2
+
+
 def test_heatmap_reorders_tasks_by_group(small_clusters):
     import matplotlib
 

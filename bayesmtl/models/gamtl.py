@@ -593,7 +593,7 @@ def fit_single_task(data: MultiTaskData, lam: float = 1.0, loss=None, *,
 
 
 def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=None, *,
-              max_outer: int = 50, tol: float = 1e-6, loss_scale: str = "mean",
+              max_outer: int = 300, tol: float = 1e-6, loss_scale: str = "mean",
               admm_abs_tol: float = 1e-9, admm_rel_tol: float = 1e-6,
               admm_max_iter: int = 5000, relaxation: float = 1.6, init=None, max_groups=None,
               seed: int = 0, extrapolation: float = 1.0, callback=None) -> GAMTLResult:
