@@ -82,10 +82,12 @@ def reference_coded(data):
     return data.with_features(data.X[:, keep], [data.feature_names[i] for i in keep])
 
 
-def bench_gibbs(train, warmup, samples, chains, seed, label="Gibbs (run_gibbs)"):
+def bench_gibbs(train, warmup, samples, chains, seed, label="Gibbs (run_gibbs)",
+                scale_moves=False):
     from bayesmtl.inference.gibbs import run_gibbs
 
-    kw = dict(lam=LAM, likelihood=LIKELIHOOD, num_chains=chains, seed=seed, solver="cg")
+    kw = dict(lam=LAM, likelihood=LIKELIHOOD, num_chains=chains, seed=seed, solver="cg",
+              scale_moves=scale_moves)
     start = time.perf_counter()
     run_gibbs(train, PRIOR, num_warmup=0, num_samples=1, **kw)  # compile
     compile_s = time.perf_counter() - start
@@ -139,16 +141,18 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference-coding", action="store_true",
                         help="drop one level of each one-hot group (Gibbs only)")
+    parser.add_argument("--scale-moves", action="store_true",
+                        help="add the joint (W, Ω) rescalings to each Gibbs sweep")
     a = parser.parse_args()
     train, _ = load_school(1)
-    label = "Gibbs (run_gibbs)"
+    label = "Gibbs + scale moves (run_gibbs)" if a.scale_moves else "Gibbs (run_gibbs)"
     if a.reference_coding:
         train, label = reference_coded(train), "Gibbs, reference-coded dummies (other model)"
     print(" ".join([os.path.basename(sys.executable)] + sys.argv), flush=True)
     rows = []
     if a.only in (None, "gibbs"):
         rows.append(bench_gibbs(train, a.gibbs_warmup, a.gibbs_samples, a.chains, a.seed,
-                                label))
+                                label, a.scale_moves))
         print(rows[-1], flush=True)
     if a.only in (None, "nuts") and not a.reference_coding:
         rows.append(bench_nuts(train, a.nuts_warmup, a.nuts_samples, a.chains,
