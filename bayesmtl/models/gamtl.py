@@ -605,8 +605,9 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
     lam : λ > 0, reconstruction precision; gamma : γ > 0, trace-Lasso weight.
     loss : "squared" or "logistic" (default from ``data.kind``).
     max_outer, tol : outer-iteration cap; converged when the relative change of (1) is ≤ tol
-        over an inexact sweep and then again over one certifying sweep whose C- and W-steps
-        are solved to ``admm_rel_tol``.
+        over an inexact sweep and then again over a certifying sweep whose C- and W-steps
+        both meet the ADMM stopping rule at ``admm_rel_tol`` (if one stops at
+        ``admm_max_iter`` instead, the next sweep certifies again).
     loss_scale : "mean" (paper: per-task mean loss) or "sum".
     admm_abs_tol, admm_rel_tol, admm_max_iter, relaxation : ADMM settings of both steps
         (Boyd et al.'s stopping rule, over-relaxation). Each step starts from the previous
@@ -687,7 +688,7 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         change = abs(history[-2] - history[-1]) / max(1.0, abs(history[-1]))
         if callback is not None:
             callback(np.asarray(history), W, b, C)
-        if change <= tol and certifying:
+        if change <= tol and certifying and bool(cr.converged) and bool(wr.converged):
             converged = True
             break
         # a small change after inexact steps is confirmed by one sweep with both steps
