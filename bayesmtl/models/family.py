@@ -380,6 +380,17 @@ def graphical_lasso(S, alpha, P0, max_iter=20000):
     return jnp.where(ok, Z, res.x)
 
 
+@jax.jit
+def graphical_lasso_subgradient(S, alpha, P):
+    """Minimum-norm subgradient (m, m) of tr(SP) - ln|P| + α Σ|P_st| at P ≻ 0.
+
+    With G = S - P⁻¹: G_st + α sign(P_st) where P_st ≠ 0, else soft(G_st, α). Zero exactly at
+    the minimiser; its norm is the KKT residual.
+    """
+    G = S - jnp.linalg.inv(P)
+    return jnp.where(P != 0, G + alpha * jnp.sign(P), prox_l1(G, alpha))
+
+
 # ----------------------------------------------------------------------------- SPATS
 
 

@@ -1,0 +1,98 @@
+"""Issue 3: the glMTL Ω-step (graphical lasso) on School, and a full glMTL MAP fit.
+
+    .venv/bin/python benchmarks/bench_glasso.py omega-step [--split 1] [--lam 1] [--lam2 0.1]
+    .venv/bin/python benchmarks/bench_glasso.py fit [--split 1] [--lam 1] [--lam2 0.1]
+
+omega-step: W after the first W-step of :func:`bayesmtl.models.family.fit_family` (glMTL on
+the split's training rows, P = I), then the first Ω-step exactly as
+``SparsePrecision.omega_step`` calls it: ``graphical_lasso(S = WᵀW/d, α = 2λ₂/(λd), P0 = I)``.
+Prints the compile time and the solve time apart, the objective
+tr(SP) − ln|P| + α Σ|P_st| and the minimum-norm subgradient (KKT residual) of the result.
+fit: the whole glMTL MAP fit through ``selection.fit_member`` with outer iterations, time
+and the test RMSE (over all test rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+import bayesmtl  # noqa: F401
+from bayesmtl.datasets import load_school
+from bayesmtl.models import family as F
+from bayesmtl.models.matrix_normal import _inputs, task_rows
+from bayesmtl.selection import fit_member, make_member, score
+
+
+def glasso_objective(S, alpha, P):
+    """tr(SP) − ln|P| + α Σ_st |P_st| (inf if P is not positive definite)."""
+    sign, logdet = np.linalg.slogdet(P)
+    return np.inf if sign <= 0 else float(np.sum(S * P) - logdet + alpha * np.abs(P).sum())
+
+
+def first_omega_problem(split, lam, lam2):
+    """(S, α, P0) of the first glMTL Ω-step on School ``split`` training rows."""
+    train, _ = load_school(split)
+    member = make_member("glmtl", train.n_tasks, lam2)
+    X, y, task, weights, classification, noise = _inputs(train, "mean", None)
+    d, m = train.n_features, train.n_tasks
+    state = member.initial_state(m)
+    W, _ = F._w_step(X, y, task, weights, lam * member.precision(state), jnp.zeros((d, m)),
+                     jnp.zeros(m), m, classification, noise, jnp.asarray(task_rows(train.task, m)))
+    return W.T @ W / d, 2.0 * lam2 / (lam * d), state, d
+
+
+def omega_step(args):
+    S, alpha, P0, d = first_omega_problem(args.split, args.lam, args.lam2)
+    ev = np.linalg.eigvalsh(np.asarray(S))
+    print(f"School split {args.split}, λ = {args.lam:g}, λ₂ = {args.lam2:g}: d = {d}, "
+          f"m = {S.shape[0]}, rank S = {np.sum(ev > 1e-10 * ev.max())}, α = {alpha:.5f}")
+    t = time.perf_counter()
+    solve = F.graphical_lasso.lower(S, alpha, P0).compile()
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    P = solve(S, alpha, P0)
+    P.block_until_ready()
+    solve_s = time.perf_counter() - t
+    S, P = np.asarray(S), np.asarray(P)
+    kkt = np.asarray(F.graphical_lasso_subgradient(S, alpha, P))
+    ev = np.linalg.eigvalsh(P)
+    print(f"compile {compile_s:.1f} s, solve {solve_s:.2f} s")
+    print(f"objective {glasso_objective(S, alpha, P):.12f}")
+    print(f"min-norm subgradient: Frobenius {np.linalg.norm(kkt):.2e} (relative to ‖P⁻¹‖_F "
+          f"{np.linalg.norm(kkt) / np.linalg.norm(np.linalg.inv(P)):.2e}), max |.| "
+          f"{np.abs(kkt).max():.2e}")
+    print(f"P: symmetric {np.array_equal(P, P.T)}, eigenvalues {ev.min():.3e} .. "
+          f"{ev.max():.3e}, nonzeros {np.count_nonzero(P)} of {P.size}")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+
+
+def fit(args):
+    train, test = load_school(args.split)
+    member = make_member("glmtl", train.n_tasks, args.lam2)
+    t = time.perf_counter()
+    r = fit_member(train, member, args.lam)
+    total = time.perf_counter() - t
+    raw = r.raw
+    P = np.asarray(raw.precision)
+    print(f"glMTL School split {args.split}, λ = {args.lam:g}, λ₂ = {args.lam2:g}: "
+          f"{raw.n_iter} outer iterations, converged {raw.converged}, {total:.1f} s "
+          f"(compilation included), objective {raw.objective:.10f}, last relative W change "
+          f"{raw.residual:.1e}")
+    print(f"test RMSE {score(r, test):.4f} (train {score(r, train):.4f}); P nonzeros "
+          f"{np.count_nonzero(P)} of {P.size}")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("which", choices=["omega-step", "fit"])
+    parser.add_argument("--split", type=int, default=1)
+    parser.add_argument("--lam", type=float, default=1.0)
+    parser.add_argument("--lam2", type=float, default=0.1)
+    args = parser.parse_args()
+    omega_step(args) if args.which == "omega-step" else fit(args)
