@@ -530,6 +530,12 @@ class SparseReconstruction(OmegaPrior):
     posterior is proper when the likelihood alone identifies W (Gaussian likelihood, every
     task's design of full column rank). Site ``reconstruction`` with dims
     (``source_task``, ``target_task``).
+
+    Existence of the MAP: with the free diagonal, A_ii → 1 switches task i's coupling off at
+    an ℓ1 cost of only λ₂. For a logistic task whose classes are linearly separable, the path
+    ‖w_i‖ → ∞, (1 - A_ii)‖w_i‖ → 0 sends the task's loss and coupling to 0 at ℓ1 cost → λ₂,
+    so for small λ₂ the MAP need not exist and the alternation drifts (as on the MNIST
+    one-vs-rest tasks at λ₂ = 1e-3). Use ``zero_diagonal=True`` or a larger λ₂ there.
     """
 
     lam2: float = 1.0
