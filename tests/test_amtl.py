@@ -399,3 +399,23 @@ def test_warm_start_violating_graph_constraints(edit, variant, word):
     with pytest.raises(A.TransferGraphError, match=word) as err:
         A.fit_amtl(data, 1.0, 1.0, variant, init=(np.zeros((d, m)), None, B))
     assert isinstance(err.value, ValueError)
+
+
+def _unconverged_warning(data, init=None, max_iter=6):
+    with pytest.warns(ConvergenceWarning) as record:
+        r = A.fit_amtl(data, 0.01, 0.01, "noloss", max_iter=max_iter, tol=1e-12, init=init)
+    return r, " ".join(str(w.message) for w in record)
+
+
+def test_separable_tasks_warn_that_the_map_may_not_exist():
+    """n ≤ d logistic tasks: ‖W‖ grows along the alternation and the warning names the cause;
+    the same cap on non-separable tasks gives the plain warning."""
+    separable = make_tasks(0, "classification", sizes=(4,) * 6, d=4)
+    short, _ = _unconverged_warning(separable)
+    long, message = _unconverged_warning(separable, (short.W, short.b, short.transfer_graph))
+    assert np.linalg.norm(long.W) > 1.5 * np.linalg.norm(short.W)
+    assert "MAP may not exist" in message
+    noisy = make_tasks(0, "classification", sizes=(200,) * 4, d=2)
+    _, message = _unconverged_warning(noisy, max_iter=1)
+    assert "without a relative objective change" in message
+    assert "MAP may not exist" not in message
