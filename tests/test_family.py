@@ -211,19 +211,32 @@ def test_spats_map_equals_cvxpy(reg):
     assert np.max(np.abs(res.W - W.value)) < 1e-3
 
 
-def test_glmtl_omega_step_is_graphical_lasso():
+def _glasso_objective(S, alpha, P):
+    return np.sum(S * P) - np.linalg.slogdet(P)[1] + alpha * np.abs(P).sum()
+
+
+@pytest.mark.parametrize("m,d,alpha,P0", [(6, 10, 0.15, "eye"), (20, 3, 0.01, "eye"),
+                                          (20, 3, 0.01, "perturbed")],
+                         ids=["full-rank", "rank-3", "rank-3-warm"])
+def test_glmtl_omega_step_is_graphical_lasso(m, d, alpha, P0):
+    """The graphical lasso (all entries penalised) matches CVXPY, also for a singular S
+    (d < m, small α: an ill-conditioned solution) and from a warm start near the optimum."""
     rng = np.random.default_rng(7)
-    m = 6
-    Wt = rng.normal(size=(10, m))
-    S = Wt.T @ Wt / 10
-    alpha = 0.15
-    P_ours = np.asarray(F.graphical_lasso(jnp.asarray(S), alpha, jnp.eye(m)))
+    Wt = rng.normal(size=(d, m))
+    S = Wt.T @ Wt / d
     P = cp.Variable((m, m), PSD=True)
     ref = _solve(cp.Problem(cp.Minimize(cp.trace(S @ P) - cp.log_det(P)
                                         + alpha * cp.sum(cp.abs(P)))))
-    ours = np.trace(S @ P_ours) - np.linalg.slogdet(P_ours)[1] + alpha * np.abs(P_ours).sum()
-    assert _rel(ours, ref) < 1e-7
-    assert np.sum(np.abs(P_ours) < 1e-12) > 0  # exact zeros from the ℓ1 prox
+    start = np.eye(m)
+    if P0 == "perturbed":
+        start = P.value + 0.1 * np.diag(np.diag(P.value))
+    P_ours = np.asarray(F.graphical_lasso(jnp.asarray(S), alpha, jnp.asarray(start)))
+    assert _rel(_glasso_objective(S, alpha, P_ours), ref) < 1e-9
+    assert np.array_equal(P_ours, P_ours.T)
+    assert np.linalg.eigvalsh(P_ours).min() > 0
+    kkt = np.asarray(F.graphical_lasso_subgradient(S, alpha, P_ours))
+    assert np.linalg.norm(kkt) < 1e-5 * np.linalg.norm(np.linalg.inv(P_ours))
+    assert np.sum(P_ours == 0) > 0  # exact zeros (complementary slackness)
 
 
 def test_reconstruction_step_is_a_lasso():

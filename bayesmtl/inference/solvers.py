@@ -344,3 +344,47 @@ def newton_cg(fun, theta0, blocks, max_newton=30, tol=1e-14):
         return p, jnp.vdot(g, p)
 
     return damped_newton(fun, direction, theta0, max_iter=max_newton, tol=tol)
+
+
+# ----------------------------------------------------------------------------- projected Newton
+
+
+def projected_newton(value, direction, project, x0, *, stop, max_iter=200):
+    """Projected Newton loop with Armijo backtracking along the projection arc (Bertsekas 1982).
+
+    Minimises ``value`` over a convex set with an easy projection (a box, for the two-metric
+    projected Newton method). ``direction(x) -> (δ, g)`` gives a step and the gradient at x;
+    ``project`` maps onto the feasible set. The step length a halves from 1 until
+    ``value(x_a) ≤ value(x) + 1e-4 g·(x_a - x)`` with ``x_a = project(x + aδ)`` (``value``
+    may be ``inf`` outside its domain). Stops when ``stop(x)`` holds, when no step length down
+    to 1e-12 decreases ``value`` (the decrease is below round-off), or after ``max_iter``
+    steps. Returns (x, n_iter, stalled). Jit-able.
+    """
+
+    def step(s):
+        x, f, it, _ = s
+        delta, g = direction(x)
+
+        def not_enough(c):
+            a, xa, fa = c
+            return ~(fa <= f + 1e-4 * jnp.vdot(g, xa - x)) & (a > 1e-12)
+
+        def halve(c):
+            a = 0.5 * c[0]
+            xa = project(x + a * delta)
+            return a, xa, value(xa)
+
+        x1 = project(x + delta)
+        _, xa, fa = jax.lax.while_loop(not_enough, halve, (jnp.asarray(1.0, f.dtype), x1,
+                                                           value(x1)))
+        ok = fa < f
+        return jnp.where(ok, xa, x), jnp.where(ok, fa, f), it + 1, ~ok
+
+    def cond(s):
+        x, _, it, stalled = s
+        return (it < max_iter) & ~stalled & ~stop(x)
+
+    f0 = value(x0)
+    x, _, it, stalled = jax.lax.while_loop(cond, step, (x0, f0, jnp.asarray(0),
+                                                        jnp.asarray(False)))
+    return x, it, stalled
