@@ -385,7 +385,8 @@ def graphical_lasso(S, alpha, P0, max_iter=200, tol=1e-11):
 
     Returns P = (S + U)⁻¹ with the entries that are not binding set to exact zeros
     (complementary slackness: U_st inside (-α, α) forces P_st = 0; they are round-off at
-    convergence), unless that breaks positive definiteness. Its KKT residual is
+    convergence), unless that raises the objective or breaks positive definiteness (a stop
+    at round-off on a badly conditioned S + U). Its KKT residual is
     :func:`graphical_lasso_subgradient`.
     """
     m = S.shape[0]
@@ -439,8 +440,11 @@ def graphical_lasso(S, alpha, P0, max_iter=200, tol=1e-11):
                                max_iter=max_iter)
     P = precision(U)
     sparse = jnp.where(binding(U, P)[0], P, 0.0)
-    ok = jnp.all(jnp.isfinite(jnp.linalg.cholesky(sparse)))
-    return jnp.where(ok, sparse, P)
+
+    def primal(Q):  # the graphical-lasso objective, inf unless Q ≻ 0
+        return neg_log_det(Q - S) + jnp.sum(S * Q) + alpha * jnp.sum(jnp.abs(Q))
+
+    return jnp.where(primal(sparse) <= primal(P), sparse, P)
 
 
 @jax.jit
