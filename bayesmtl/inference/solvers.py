@@ -288,7 +288,8 @@ def admm(x_update, z_update, A, At, x0, z0, u0=None, *, rho0=1.0, max_iter=1000,
 
 
 def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14):
-    """Damped Newton loop with Armijo backtracking: the one Newton loop of the package.
+    """Damped Newton loop with Armijo backtracking: the package's unconstrained Newton loop
+    (:func:`projected_newton` is its counterpart on a set with an easy projection).
 
     ``direction(x) -> (δ, g·δ)`` gives a descent step (exact Newton, Newton–CG, …) and its
     slope; the step length halves until ``value(x + aδ) ≤ value(x) + 1e-4 a g·δ`` (a step that

@@ -235,16 +235,20 @@ def _row_derivatives(f, y, loss):
     return LOSSES["logistic"](f, y), p - y, p * (1.0 - p)
 
 
+def task_scores(theta, arrays: TaskArrays):
+    """(m, n_max) linear scores f_tj = x_tjᵀ θ_t (θ (m, D), row t = (w_t, b_t))."""
+    return jnp.einsum("tnk,tk->tn", arrays.X, theta)
+
+
 def task_losses(theta, arrays: TaskArrays, loss: str):
     """(m,) per-task (c_t-weighted) mean losses L_t at θ (m, D), row t = (w_t, b_t)."""
-    f = jnp.einsum("tnk,tk->tn", arrays.X, theta)
+    f = task_scores(theta, arrays)
     return jnp.sum(arrays.weight * _row_derivatives(f, arrays.y, loss)[0], axis=1)
 
 
 def tasks_separated(theta, arrays: TaskArrays):
     """(m,) bool: task t's (weighted) training rows are all strictly on their label's side."""
-    f = jnp.einsum("tnk,tk->tn", arrays.X, theta)
-    correct = (f > 0) == (arrays.y > 0.5)
+    correct = (task_scores(theta, arrays) > 0) == (arrays.y > 0.5)
     return jnp.all(correct | (arrays.weight == 0), axis=1)
 
 
@@ -302,8 +306,7 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
         return jnp.pad(2.0 * lam * (theta[:, :d].T @ M).T, ((0, 0), (0, D - d)))
 
     def direction(theta):
-        f = jnp.einsum("tnk,tk->tn", arrays.X, theta)
-        _, g1, g2 = _row_derivatives(f, arrays.y, loss)
+        _, g1, g2 = _row_derivatives(task_scores(theta, arrays), arrays.y, loss)
         scale = tempering[:, None] * arrays.weight
         g = jnp.einsum("tn,tnk->tk", scale * g1, arrays.X) + coupling(theta)
         blocks = jnp.einsum("tni,tnj->tij", arrays.X * (scale * g2)[:, :, None], arrays.X)
