@@ -142,11 +142,16 @@ def b_step_objective(W, B, source_loss, lam, mu):
 B_STEP_CASES = [("random", False), ("collinear", False), ("random", True)]
 
 
-@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("solve,cg_steps", [("factor", None), ("cg", None), ("auto", None),
+                                            ("auto", 1)])
 @pytest.mark.parametrize("kind", ["regression", "classification"])
-def test_w_step_reaches_the_optimum_of_problem_2(kind, dense):
-    """The W-step (problem (2), B fixed), by the factored Newton system and by block-Jacobi
-    CG, reaches the minimum that scipy's L-BFGS finds on problem (2) written from the paper."""
+def test_w_step_reaches_the_optimum_of_problem_2(kind, solve, cg_steps, monkeypatch):
+    """The W-step (problem (2), B fixed), by the factored Newton system, by block-Jacobi CG
+    and by the default (CG, factored when CG is slow), reaches the minimum that scipy's
+    L-BFGS finds on problem (2) written from the paper (cg_steps = 1: "auto" falls back to
+    the factored system after one CG step)."""
+    if cg_steps is not None:
+        monkeypatch.setattr(A, "CG_BEFORE_FACTORING", cg_steps)
     from scipy.optimize import minimize
 
     data = make_tasks(4, kind)
@@ -155,7 +160,7 @@ def test_w_step_reaches_the_optimum_of_problem_2(kind, dense):
     lam, mu, loss = 0.3, 0.5, "squared" if kind == "regression" else "logistic"
     arrays = A.task_arrays(data, "amtl", True)
     theta = A.w_step(jnp.zeros((m, d + 1)), jnp.asarray(B), arrays, lam, mu, loss, d,
-                     dense=dense)
+                     solve=solve)
 
     def problem_2(x):  # W, b free; B and the tempering (1 + μ‖b_t^o‖₁) fixed
         theta_ = x.reshape(m, d + 1)

@@ -281,7 +281,8 @@ def _penalty_selector(D: int, d: int):
     return jnp.concatenate([jnp.ones(d), jnp.zeros(D - d)])
 
 
-DENSE_NEWTON_MAX = 6000  # W-step Newton systems up to this size (m·D) are factored directly
+DENSE_NEWTON_MAX = 6000  # W-step Newton systems up to this size (m·D) may be factored
+CG_BEFORE_FACTORING = 250  # ... when block-Jacobi CG has not solved them in this many steps
 
 
 def newton_system(blocks, coupling, selector):
@@ -298,22 +299,27 @@ def newton_system(blocks, coupling, selector):
 
 
 def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
-           loss_dependent: bool = True, dense: bool | None = None):
+           loss_dependent: bool = True, solve: str = "auto"):
     """Problem (2): argmin_θ Σ_t τ_t L_t(θ_t) + λ ‖W (I - B)‖²_F, all tasks jointly.
 
     τ_t = 1 + μ ‖b_t^o‖₁ (1 for "noloss"). Newton's method on the exact Hessian
     ``blockdiag(τ_t ∇²L_t) + 2λ (I - B)(I - B)ᵀ ⊗ E`` (E selects w from (w, b)), so for the
-    squared loss the W-step is one linear solve. The Newton system is factored directly
-    (Cholesky of the (mD, mD) matrix, :func:`newton_system`) when ``dense`` (default: when
-    m·D ≤ ``DENSE_NEWTON_MAX``), else solved by conjugate gradients preconditioned with the
-    per-task diagonal blocks (relative residual 1e-12, at most 10 mD iterations). The direct
-    solve matters on drifting logistic problems (see "Existence of the MAP"): as the loss
-    curvature vanishes the system is dominated by the coupling, which block-Jacobi CG does not
-    see, and CG hits its cap at every Newton step (digits 1-vs-1, m·D = 2925: 150 s per W-step
-    by capped CG, 6 s factored).
+    squared loss the W-step is one linear solve. Each Newton system is solved by conjugate
+    gradients preconditioned with the per-task diagonal blocks (relative residual 1e-12); with
+    ``solve="auto"`` and m·D ≤ ``DENSE_NEWTON_MAX``, a system CG has not solved to relative
+    residual 1e-10 in ``CG_BEFORE_FACTORING`` steps is factored instead (Cholesky of the
+    (mD, mD) matrix, :func:`newton_system`); larger systems get up to 10 mD CG steps.
+    ``solve="cg"`` / ``"factor"`` force one method (tests). Well
+    conditioned systems stay on CG (Synthetic-pos, m·D = 3100: 0.3–1 s per alternation, 8–13 s
+    if always factored). The factorisation matters on drifting logistic problems (see
+    "Existence of the MAP"): as the loss curvature vanishes the system is dominated by the
+    coupling, which block-Jacobi CG does not see, and CG hits its cap at every Newton step
+    (digits 1-vs-1, m·D = 2925: 150 s per W-step by capped CG, 6 s factored).
     """
     m, D = theta0.shape
-    dense = m * D <= DENSE_NEWTON_MAX if dense is None else dense
+    if solve not in ("auto", "cg", "factor"):
+        raise ValueError(f"solve must be 'auto', 'cg' or 'factor'; got {solve!r}")
+    may_factor = solve == "auto" and m * D <= DENSE_NEWTON_MAX
     B = zero_diagonal(B)
     tempering = 1.0 + mu * jnp.sum(B, axis=1) if loss_dependent else jnp.ones(m)
     IB = jnp.eye(m) - B
@@ -340,19 +346,25 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
         def precond(r):
             return jax.vmap(lambda c, ri: jax.scipy.linalg.cho_solve((c, True), ri))(chol, r)
 
-        if dense:
-            H = newton_system(blocks, 2.0 * lam * M, E)
-            H = H + jnp.max(jitter) * jnp.eye(m * D)
+        def hvp(v):
+            return jnp.einsum("tij,tj->ti", blocks, v) + coupling(v)
+
+        def factored(_):
+            H = newton_system(blocks, 2.0 * lam * M, E) + jnp.max(jitter) * jnp.eye(m * D)
             delta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(H), True), -g.ravel())
             delta = delta.reshape(m, D)
             # a failed factorisation (NaN) falls back to the preconditioned gradient
-            delta = jnp.where(jnp.all(jnp.isfinite(delta)), delta, precond(-g))
-        else:
-            def hvp(v):
-                return jnp.einsum("tij,tj->ti", blocks, v) + coupling(v)
+            return jnp.where(jnp.all(jnp.isfinite(delta)), delta, precond(-g))
 
-            delta, _ = jax.scipy.sparse.linalg.cg(hvp, -g, x0=precond(-g), M=precond,
-                                                  tol=1e-12, maxiter=10 * m * D)
+        if solve == "factor":
+            delta = factored(None)
+        else:
+            delta, _ = jax.scipy.sparse.linalg.cg(
+                hvp, -g, x0=precond(-g), M=precond, tol=1e-12,
+                maxiter=CG_BEFORE_FACTORING if may_factor else 10 * m * D)
+        if may_factor:
+            solved = jnp.linalg.norm(hvp(delta) + g) <= 1e-10 * jnp.linalg.norm(g)
+            delta = jax.lax.cond(solved, lambda _: delta, factored, None)
         return delta, jnp.vdot(g, delta)
 
     return damped_newton(value, direction, theta0)
