@@ -309,12 +309,12 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
     ``solve="auto"`` and m·D ≤ ``DENSE_NEWTON_MAX``, a system CG has not solved to relative
     residual 1e-10 in ``CG_BEFORE_FACTORING`` steps is factored instead (Cholesky of the
     (mD, mD) matrix, :func:`newton_system`); larger systems get up to 10 mD CG steps.
-    ``solve="cg"`` / ``"factor"`` force one method (tests). Well
-    conditioned systems stay on CG (Synthetic-pos, m·D = 3100: 0.3–1 s per alternation, 8–13 s
-    if always factored). The factorisation matters on drifting logistic problems (see
-    "Existence of the MAP"): as the loss curvature vanishes the system is dominated by the
-    coupling, which block-Jacobi CG does not see, and CG hits its cap at every Newton step
-    (digits 1-vs-1, m·D = 2925: 150 s per W-step by capped CG, 6 s factored).
+    ``solve="cg"`` / ``"factor"`` force one method (tests). Well-conditioned systems stay on
+    CG (Synthetic-pos, m·D = 3100: 0.3–1 s per alternation, 8–13 s if always factored). The
+    factorisation matters on drifting logistic problems (see "Existence of the MAP"): as the
+    loss curvature vanishes the system is dominated by the coupling, which block-Jacobi CG
+    does not see, and CG hits its cap at every Newton step (digits 1-vs-1, m·D = 2925: 150 s
+    per W-step by capped CG, 6 s factored).
     """
     m, D = theta0.shape
     if solve not in ("auto", "cg", "factor"):
