@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.optimize import minimize
 
 import bayesmtl  # noqa: F401  (x64 before any JAX work)
 from bayesmtl import MultiTaskData
@@ -152,8 +153,6 @@ def test_w_step_reaches_the_optimum_of_problem_2(kind, solve, cg_steps, monkeypa
     the factored system after one CG step)."""
     if cg_steps is not None:
         monkeypatch.setattr(A, "CG_BEFORE_FACTORING", cg_steps)
-    from scipy.optimize import minimize
-
     data = make_tasks(4, kind)
     m, d = data.n_tasks, data.n_features
     B = random_graph(np.random.default_rng(5), m)
