@@ -216,21 +216,26 @@ def _glasso_objective(S, alpha, P):
 
 
 @pytest.mark.parametrize("m,d,alpha,P0", [(6, 10, 0.15, "eye"), (20, 3, 0.01, "eye"),
-                                          (20, 3, 0.01, "perturbed")],
-                         ids=["full-rank", "rank-3", "rank-3-warm"])
+                                          (20, 3, 0.01, "perturbed"), (20, 3, 0.01, "dual")],
+                         ids=["full-rank", "rank-3", "rank-3-warm", "rank-3-dual-warm"])
 def test_glmtl_omega_step_is_graphical_lasso(m, d, alpha, P0):
     """The graphical lasso (all entries penalised) matches CVXPY, also for a singular S
-    (d < m, small α: an ill-conditioned solution) and from a warm start near the optimum."""
+    (d < m, small α: an ill-conditioned solution), from a warm start near the optimum, and
+    from the solution for a nearby S0 given with its S0 (the dual warm start)."""
     rng = np.random.default_rng(7)
     Wt = rng.normal(size=(d, m))
     S = Wt.T @ Wt / d
     P = cp.Variable((m, m), PSD=True)
     ref = _solve(cp.Problem(cp.Minimize(cp.trace(S @ P) - cp.log_det(P)
                                         + alpha * cp.sum(cp.abs(P)))))
-    start = np.eye(m)
+    start, S0 = np.eye(m), None
     if P0 == "perturbed":
         start = P.value + 0.1 * np.diag(np.diag(P.value))
-    P_ours = np.asarray(F.graphical_lasso(jnp.asarray(S), alpha, jnp.asarray(start)))
+    if P0 == "dual":  # the previous outer iteration's S and its solution
+        W0 = Wt + 0.01 * rng.normal(size=Wt.shape)
+        S0 = jnp.asarray(W0.T @ W0 / d)
+        start = F.graphical_lasso(S0, alpha, jnp.eye(m))
+    P_ours = np.asarray(F.graphical_lasso(jnp.asarray(S), alpha, jnp.asarray(start), S0))
     assert _rel(_glasso_objective(S, alpha, P_ours), ref) < 1e-9
     assert np.array_equal(P_ours, P_ours.T)
     assert np.linalg.eigvalsh(P_ours).min() > 0
@@ -276,6 +281,32 @@ def test_biconvex_members_reach_a_blockwise_optimum(reg, member):
     # Ω-step at the returned W does not move Ω
     state = member.omega_step(jnp.asarray(res.W.T @ res.W), LAM, d, jnp.asarray(res.state))
     assert np.max(np.abs(np.asarray(state) - res.state)) < 1e-5 * max(1, np.abs(res.state).max())
+
+
+def test_extrapolated_alternation_reaches_the_plain_alternations_point():
+    """glMTL with more tasks than features and a task-level feature (School's regime, where
+    the plain alternation drifts slowly): the extrapolated alternation stops at the point the
+    plain one reaches, with F monotone, in under half the outer iterations."""
+    rng = np.random.default_rng(11)
+    m, d = 20, 4
+    base = rng.normal(size=d)
+    tasks = []
+    for i in range(m):
+        X = rng.normal(size=(8, d))
+        X[:, 0] = 1.0 + 0.1 * i  # constant within the task
+        tasks.append((X, X @ (base + 0.5 * rng.normal(size=d)) + 0.5 * rng.normal(size=8)))
+    data = MultiTaskData.from_tasks(tasks)
+    member = F.SparsePrecision(lam2=0.1)
+    plain = F.fit_family(data, member, 1.0, extrapolation=0.0, max_iter=5000, tol=1e-12)
+    fast = F.fit_family(data, member, 1.0, max_iter=5000, tol=1e-12)
+    assert plain.converged and fast.converged
+    assert not plain.extrapolated.any() and fast.extrapolated.sum() > fast.n_iter // 2
+    assert np.all(np.diff(fast.history) <= 1e-12 * np.abs(fast.history[:-1]))
+    assert _rel(fast.objective, plain.objective) < 1e-9
+    assert np.max(np.abs(fast.W - plain.W)) < 1e-4 * np.abs(plain.W).max()
+    assert fast.n_iter < plain.n_iter / 2
+    with pytest.raises(ValueError, match="extrapolation"):
+        F.fit_family(data, member, 1.0, extrapolation=-0.5)
 
 
 def test_logistic_member_equals_cvxpy():
