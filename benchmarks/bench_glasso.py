@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_glasso.py omega-step [--split 1] [--lam 1] [--lam2 0.1]
     .venv/bin/python benchmarks/bench_glasso.py fit [--split 1] [--lam 1] [--lam2 0.1] [--chunk 5]
-        [--extrapolation 0.5] [--tasks 0] [--max-outer 500]
+        [--extrapolation 0.5] [--tasks 0] [--max-outer 500] [--member glmtl]
     .venv/bin/python benchmarks/bench_glasso.py steps [--max-outer 10]
 
 omega-step: W after the first W-step of :func:`bayesmtl.models.family.fit_family` (glMTL on
@@ -86,9 +86,10 @@ def first_tasks(data, k):
 def fit(args):
     """The glMTL MAP fit (``fit_family``, tol 1e-10, extrapolation ``--extrapolation``),
     printing progress every ``--chunk`` outer iterations; stops at convergence or after
-    ``--max-outer`` outer iterations. ``--tasks k`` fits the first k schools only."""
+    ``--max-outer`` outer iterations. ``--tasks k`` fits the first k schools only;
+    ``--member`` another alternating member (spats, reconstruction)."""
     train, test = (first_tasks(part, args.tasks) for part in load_school(args.split))
-    member = make_member("glmtl", train.n_tasks, args.lam2)
+    member = make_member(args.member, train.n_tasks, args.lam2)
     start = time.perf_counter()
 
     def report(history, W, b, state):
@@ -102,7 +103,7 @@ def fit(args):
         r = F.fit_family(train, member, args.lam, max_iter=args.max_outer,
                          extrapolation=args.extrapolation, callback=report)
     fit = MemberFit(r.W, r.b, r.omega, r.objective, r.converged, r)
-    print(f"glMTL School split {args.split} ({train.n_tasks} tasks), λ = {args.lam:g}, "
+    print(f"{args.member} School split {args.split} ({train.n_tasks} tasks), λ = {args.lam:g}, "
           f"λ₂ = {args.lam2:g}, extrapolation {args.extrapolation:g}: {r.n_iter} outer iterations "
           f"({int(r.extrapolated.sum())} extrapolations kept), converged {r.converged}, "
           f"{time.perf_counter() - start:.1f} s (compilation included); objective "
@@ -113,9 +114,10 @@ def fit(args):
 
 
 def steps(args):
-    """The first ``--max-outer`` outer iterations of the glMTL alternation (the loop of
-    :func:`~bayesmtl.models.family.fit_family`), timing the W-step and the Ω-step apart
-    (the first iteration includes compilation)."""
+    """The first ``--max-outer`` outer iterations of the plain glMTL alternation (the loop of
+    :func:`~bayesmtl.models.family.fit_family` with ``extrapolation=0`` and without the dual
+    warm start of the Ω-step), timing the W-step and the Ω-step apart (the first iteration
+    includes compilation)."""
     train, test = load_school(args.split)
     member = make_member("glmtl", train.n_tasks, args.lam2)
     X, y, task, weights, classification, noise = _inputs(train, "mean", None)
@@ -148,5 +150,6 @@ if __name__ == "__main__":
     parser.add_argument("--max-outer", type=int, default=500)
     parser.add_argument("--extrapolation", type=float, default=0.5)
     parser.add_argument("--tasks", type=int, default=0)
+    parser.add_argument("--member", default="glmtl", choices=["glmtl", "spats", "reconstruction"])
     args = parser.parse_args()
     {"omega-step": omega_step, "fit": fit, "steps": steps}[args.which](args)
