@@ -865,7 +865,8 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         if beta > 0 and previous is not None and not fixed:
             Y, b_Y = (new + beta * (new - old) for new, old in zip((W_new, b_new), previous,
                                                                     strict=True))
-            state_Y = member.omega_step(Y.T @ Y, lam, d, state, gram)
+            gram_Y = Y.T @ Y
+            state_Y = member.omega_step(gram_Y, lam, d, state, gram)
             f_Y = objective(Y, b_Y, state_Y)
             took = bool(np.isfinite(f_Y)) and f_Y <= objective(W_new, b_new, state)
             if took:
@@ -874,11 +875,11 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
                 beta, beta_cap = beta / 1.5, beta
         previous = (W_new, b_new)
         if took:
-            W, b, state, f, gram = Y, b_Y, state_Y, f_Y, Y.T @ Y
+            W, b, state, f, gram = Y, b_Y, state_Y, f_Y, gram_Y
         else:
-            W, b = W_new, b_new
-            state = member.omega_step(W.T @ W, lam, d, state, gram)
-            f, gram = objective(W, b, state), W.T @ W
+            W, b, gram_new = W_new, b_new, W_new.T @ W_new
+            state = member.omega_step(gram_new, lam, d, state, gram)
+            f, gram = objective(W, b, state), gram_new
         history.append(f)
         extrapolated.append(took)
         if callback is not None:
