@@ -1,6 +1,7 @@
 """Issue 3: the task-relation family on School (10 splits) and the MNIST / USPS digits.
 
     .venv/bin/python benchmarks/bench_family.py school [--splits 1-10] [--members all]
+        [--features all|binary]
     .venv/bin/python benchmarks/bench_family.py digits
     .venv/bin/python benchmarks/bench_family.py conventions [--file results_....json]
 
@@ -36,61 +37,81 @@ def _splits(text):
     return list(range(int(lo), int(hi or lo) + 1))
 
 
-def school(splits, members, folds, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID):
+def rmse_conventions(fit, test):
+    """School test error of ``fit`` under the RMSE conventions in use: overall √(mean over
+    all test rows), the unweighted mean over tasks of per-task RMSE, and that mean weighted
+    by test rows per task."""
+    from bayesmtl.selection import predict_member
+
+    sq = (predict_member(fit, test.X, test.task, False) - test.y) ** 2
+    n = np.bincount(test.task, minlength=test.n_tasks)
+    per = np.sqrt(np.bincount(test.task, sq, minlength=test.n_tasks) / n)
+    return float(np.sqrt(sq.mean())), float(per.mean()), float(per @ n / n.sum())
+
+
+def school(splits, members, folds, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID,
+           features="all"):
     from bayesmtl.datasets import load_school
 
-    per = {name: [] for name in members}
     meta = {name: [] for name in members}
     for split in splits:
-        train, test = load_school(split)
-        rows, _ = compare_members(train, test, members, lam_grid, lam2_grid, n_folds=folds,
-                                  tol=tol)
+        train, test = load_school(split, features=features)
+        rows, fits = compare_members(train, test, members, lam_grid, lam2_grid, n_folds=folds,
+                                     tol=tol)
         for r in rows:
-            per[r["member"]].append(r["test_rmse"])
+            r["test_rmse_per_task"] = rmse_conventions(fits[r["member"]], test)[1]
             meta[r["member"]].append(r)
-        print(f"split {split}: " + "  ".join(f"{r['member']} {r['test_rmse']:.3f}"
-                                             for r in rows), flush=True)
+        print(f"split {split}: " + "  ".join(
+            f"{r['member']} {r['test_rmse']:.3f} / {r['test_rmse_per_task']:.3f}"
+            for r in rows), flush=True)
         tag = "_".join(members) if len(members) < 4 else "all"
-        (HERE / f"results_family_school_{tag}.json").write_text(json.dumps(meta, indent=1))
+        suffix = "" if features == "all" else f"_{features}"
+        (HERE / f"results_family_school_{tag}{suffix}.json").write_text(
+            json.dumps(meta, indent=1))
     render_school(meta)
 
 
 def render_school(meta):
     """Markdown table from the per-member rows (also: ``--render FILE.json``)."""
     n = min(len(rows) for rows in meta.values())
-    print(f"\n| member | School test RMSE, {n} split(s) (mean ± s.e.) | median fit "
-          "time (s) | λ chosen (per split) | λ₂ chosen |\n|---|---|---|---|---|")
+    per_task = all("test_rmse_per_task" in r for rows in meta.values() for r in rows)
+    extra = " mean per-task RMSE |" if per_task else ""
+    print(f"\n| member | School test RMSE, {n} split(s) (mean ± s.e.) |{extra} median fit "
+          f"time (s) | λ chosen (per split) | λ₂ chosen |\n|---|---|---|---|---|"
+          + ("---|" if per_task else ""))
+
+    def mean_se(values):
+        v = np.asarray(values)
+        se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        return f"{v.mean():.3f} ± {se:.3f}"
+
     for name in meta:
         meta[name] = meta[name][:n]
-        per = {name: [r["test_rmse"] for r in meta[name]]}
-        v = np.asarray(per[name])
-        se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        cells = [mean_se([r["test_rmse"] for r in meta[name]])]
+        if per_task:
+            cells.append(mean_se([r["test_rmse_per_task"] for r in meta[name]]))
         lams = ",".join(f"{r['lam']:g}" for r in meta[name])
         lam2s = ",".join("-" if r["lam2"] is None else f"{r['lam2']:g}" for r in meta[name])
         fit_t = np.median([r["fit_time_s"] for r in meta[name]])
-        print(f"| {name} | {v.mean():.3f} ± {se:.3f} | {fit_t:.2f} | {lams} | {lam2s} |")
+        print(f"| {name} | {' | '.join(cells)} | {fit_t:.2f} | {lams} | {lam2s} |")
 
 
-def conventions(meta, splits):
+def conventions(meta, splits, features="all"):
     """Refit each member at its stored CV choice and report School test error under the
-    RMSE conventions in use: overall √(mean over all test rows), the unweighted mean over
-    tasks of per-task RMSE, and that mean weighted by test rows per task."""
+    three RMSE conventions of :func:`rmse_conventions`."""
     from bayesmtl.datasets import load_school
-    from bayesmtl.selection import fit_member, predict_member
+    from bayesmtl.selection import fit_member
 
     print("| member | overall RMSE | mean per-task RMSE | row-weighted mean per-task RMSE |\n"
           "|---|---|---|---|")
     for name, rows in meta.items():
         values = []
         for split, r in zip(splits, rows, strict=False):
-            train, test = load_school(split)
+            train, test = load_school(split, features=features)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 fit = fit_member(train, make_member(name, train.n_tasks, r["lam2"]), r["lam"])
-            sq = (predict_member(fit, test.X, test.task, False) - test.y) ** 2
-            per = np.sqrt(np.bincount(test.task, sq) / np.bincount(test.task))
-            n = np.bincount(test.task)
-            values.append((np.sqrt(sq.mean()), per.mean(), per @ n / n.sum()))
+            values.append(rmse_conventions(fit, test))
         v = np.mean(values, axis=0)
         print(f"| {name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} |", flush=True)
 
@@ -147,17 +168,21 @@ if __name__ == "__main__":
     parser.add_argument("--lam2-grid", default=",".join(str(v) for v in LAM2_GRID))
     parser.add_argument("--tol", type=float, default=1e-8,
                         help="outer tolerance of the alternating members inside CV / paths")
+    parser.add_argument("--features", default="all", choices=["all", "binary"],
+                        help="School attributes: all 27, or the 25 binary ones (the AMTL / "
+                             "GAMTL papers' protocol)")
     args = parser.parse_args()
     chosen = DEFAULT_MEMBERS if args.members == "all" else tuple(args.members.split(","))
     start = time.perf_counter()
     if args.which == "render":
         render_school(json.loads(Path(args.file).read_text()))
     elif args.which == "conventions":
-        conventions(json.loads(Path(args.file).read_text()), _splits(args.splits))
+        conventions(json.loads(Path(args.file).read_text()), _splits(args.splits),
+                    args.features)
     elif args.which == "school":
         school(_splits(args.splits), chosen, args.folds, args.tol,
                tuple(float(v) for v in args.lam_grid.split(",")),
-               tuple(float(v) for v in args.lam2_grid.split(",")))
+               tuple(float(v) for v in args.lam2_grid.split(",")), args.features)
     else:
         digits(chosen, args.tol, tuple(float(v) for v in args.lam_grid.split(",")),
                tuple(float(v) for v in args.lam2_grid.split(",")))

@@ -110,6 +110,22 @@ def test_school_loader_standard_split():
         load_school(11)
 
 
+def test_school_binary_protocol_drops_the_two_percentages_only():
+    full, full_test = load_school(2)
+    binary, binary_test = load_school(2, features="binary")
+    kept = [j for j, name in enumerate(full.feature_names) if not name.startswith("pct_")]
+    assert len(kept) == 25 and binary.feature_names == tuple(full.feature_names[j] for j in kept)
+    for a, b in ((full, binary), (full_test, binary_test)):
+        np.testing.assert_array_equal(b.X, a.X[:, kept])
+        np.testing.assert_array_equal(b.y, a.y)
+        np.testing.assert_array_equal(b.task, a.task)
+    assert set(np.unique(binary.X)) == {0.0, 1.0}  # "26 binary-valued features" with the bias
+    with_bias, _ = load_school(2, bias_column=True, features="binary")
+    assert with_bias.n_features == 26 and np.all(with_bias.X[:, -1] == 1.0)
+    with pytest.raises(ValueError, match="'all' or 'binary'"):
+        load_school(1, features="percentages")
+
+
 def test_digits_loaders():
     train, valid, test = load_digits_split("mnist")
     assert (train.n_tasks, len(train.y), train.n_features) == (10, 10000, 87)
