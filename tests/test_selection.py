@@ -132,7 +132,7 @@ def test_compare_cli_writes_table_and_heatmaps(tmp_path, monkeypatch, capsys):
 
     small = make_regression(seed=6, d=3, sizes=(24, 27, 30, 33))[0]
     test = make_regression(seed=7, d=3, sizes=(10, 10, 10, 10))[0]
-    monkeypatch.setattr(cli, "_load", lambda dataset, split: (small, test))
+    monkeypatch.setattr(cli, "_load", lambda dataset, split, features: (small, test))
     rc = cli.main(["compare", "--members", "stl,pooled,rmtl,clustered,glmtl,spats,"
                    "reconstruction", "--lam-grid", "0.1,1", "--lam2-grid", "0.1",
                    "--folds", "3", "--out", str(tmp_path)])
@@ -142,6 +142,16 @@ def test_compare_cli_writes_table_and_heatmaps(tmp_path, monkeypatch, capsys):
     assert all(np.isfinite(r["test_rmse"]) for r in report["rows"])
     assert (tmp_path / "task_correlations.png").stat().st_size > 1000
     assert "clustered" in capsys.readouterr().out
+
+
+def test_cli_school_features_option(tmp_path):
+    from bayesmtl import cli
+
+    train, test = cli._load("school", 4, "binary")
+    assert train.n_features == test.n_features == 25
+    assert not any(name.startswith("pct_") for name in train.feature_names)
+    with pytest.raises(SystemExit, match="School attributes"):
+        cli.main(["compare", "--dataset", "usps", "--features", "binary", "--out", str(tmp_path)])
 
 
 def test_member_estimator_save_load(tmp_path, reg):
