@@ -83,16 +83,16 @@ def reference_coded(data):
 
 
 def bench_gibbs(train, warmup, samples, chains, seed, label="Gibbs (run_gibbs)",
-                scale_moves=False):
+                scale_moves=False, prior=PRIOR):
     from bayesmtl.inference.gibbs import run_gibbs
 
     kw = dict(lam=LAM, likelihood=LIKELIHOOD, num_chains=chains, seed=seed, solver="cg",
               scale_moves=scale_moves)
     start = time.perf_counter()
-    run_gibbs(train, PRIOR, num_warmup=0, num_samples=1, **kw)  # compile
+    run_gibbs(train, prior, num_warmup=0, num_samples=1, **kw)  # compile
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    res = run_gibbs(train, PRIOR, num_warmup=warmup, num_samples=samples, **kw)
+    res = run_gibbs(train, prior, num_warmup=warmup, num_samples=samples, **kw)
     run_s = time.perf_counter() - start
     dt = to_datatree(res.samples, task_names=train.task_names,
                      feature_names=train.feature_names, sample_stats=res.sample_stats)
@@ -141,20 +141,30 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference-coding", action="store_true",
                         help="drop one level of each one-hot group (Gibbs only)")
+    parser.add_argument("--features", default="all", choices=("all", "binary"),
+                        help="School attributes: all 27, or the 25 binary ones (no percentages)")
+    parser.add_argument("--df", type=float, default=None,
+                        help="IW degrees of freedom (default m + 2), scale df - m - 1 so that "
+                             "E[Ω] = I stays (Gibbs only)")
     parser.add_argument("--scale-moves", action="store_true",
                         help="add the joint (W, Ω) rescalings to each Gibbs sweep")
     a = parser.parse_args()
-    train, _ = load_school(1)
+    train, _ = load_school(1, features=a.features)
     label = "Gibbs + scale moves (run_gibbs)" if a.scale_moves else "Gibbs (run_gibbs)"
     if a.reference_coding:
         train, label = reference_coded(train), "Gibbs, reference-coded dummies (other model)"
+    if a.features == "binary":
+        label += ", 25 binary attributes (other data)"
+    if a.df is not None:
+        PRIOR = P.InverseWishart(df=a.df, scale=a.df - train.n_tasks - 1)
+        label += f", IW df {a.df:g} (other prior)"
     print(" ".join([os.path.basename(sys.executable)] + sys.argv), flush=True)
     rows = []
     if a.only in (None, "gibbs"):
         rows.append(bench_gibbs(train, a.gibbs_warmup, a.gibbs_samples, a.chains, a.seed,
-                                label, a.scale_moves))
+                                label, a.scale_moves, PRIOR))
         print(rows[-1], flush=True)
-    if a.only in (None, "nuts") and not a.reference_coding:
+    if a.only in (None, "nuts") and not a.reference_coding and a.df is None:
         rows.append(bench_nuts(train, a.nuts_warmup, a.nuts_samples, a.chains,
                                a.max_tree_depth, a.seed))
         print(rows[-1], flush=True)
