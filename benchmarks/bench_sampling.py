@@ -4,6 +4,8 @@ sampler (``run_gibbs``), same model. Prints a markdown table.
 
     .venv/bin/python benchmarks/bench_sampling.py                        # both samplers
     .venv/bin/python benchmarks/bench_sampling.py --only gibbs           # one of them
+    .venv/bin/python benchmarks/bench_sampling.py --only gibbs --features binary --seed 1
+        --chains 4 --gibbs-samples 3000 --chain-summary                 # slow-mode diagnosis
 
 Model (the ``--nuts`` row of bench_core.py, i.e. MTLRegressor(prior=InverseWishart(),
 inference="nuts") defaults): raw School features (27 columns, no bias column; flat
@@ -82,8 +84,29 @@ def reference_coded(data):
     return data.with_features(data.X[:, keep], [data.feature_names[i] for i in keep])
 
 
+def chain_summary(samples, train, contrast=("vr_band_1", "vr_band_2"), parts=6):
+    """Per chain: medians over ``parts`` consecutive pieces of Ω's two largest eigenvalues and
+    of the across-task mean of a feature contrast, and the tasks with the largest mean Ω_ii
+    (do the chains sit in different modes, or walk slowly through one?)."""
+    omega, W = np.asarray(samples["omega"]), np.asarray(samples["W"])
+    first, second = (list(train.feature_names).index(name) for name in contrast)
+    for c in range(omega.shape[0]):
+        eig = np.linalg.eigvalsh(omega[c])
+        mean_contrast = W[c, :, first].mean(-1) - W[c, :, second].mean(-1)
+        diag = np.diagonal(omega[c], axis1=1, axis2=2).mean(0)
+        top = np.argsort(diag)[::-1][:4]
+
+        def pieces(v):
+            return " ".join(f"{np.median(piece):.1f}" for piece in np.array_split(v, parts))
+
+        print(f"chain {c}: largest eigenvalue of Ω {pieces(eig[:, -1])}; second "
+              f"{pieces(eig[:, -2])}; mean {contrast[0]} − {contrast[1]} "
+              f"{pieces(mean_contrast)}; largest Ω_ii: "
+              + ", ".join(f"{train.task_names[t]} {diag[t]:.1f}" for t in top), flush=True)
+
+
 def bench_gibbs(train, warmup, samples, chains, seed, label="Gibbs (run_gibbs)",
-                scale_moves=False, prior=PRIOR):
+                scale_moves=False, prior=PRIOR, summary=False):
     from bayesmtl.inference.gibbs import run_gibbs
 
     kw = dict(lam=LAM, likelihood=LIKELIHOOD, num_chains=chains, seed=seed, solver="cg",
@@ -94,6 +117,8 @@ def bench_gibbs(train, warmup, samples, chains, seed, label="Gibbs (run_gibbs)",
     start = time.perf_counter()
     res = run_gibbs(train, prior, num_warmup=warmup, num_samples=samples, **kw)
     run_s = time.perf_counter() - start
+    if summary:
+        chain_summary(res.samples, train)
     dt = to_datatree(res.samples, task_names=train.task_names,
                      feature_names=train.feature_names, sample_stats=res.sample_stats)
     it = res.sample_stats["cg_iterations"]
@@ -146,6 +171,8 @@ if __name__ == "__main__":
     parser.add_argument("--df", type=float, default=None,
                         help="IW degrees of freedom (default m + 2), scale df - m - 1 so that "
                              "E[Ω] = I stays (Gibbs only)")
+    parser.add_argument("--chain-summary", action="store_true",
+                        help="print per-chain medians of Ω's top eigenvalues (Gibbs only)")
     parser.add_argument("--scale-moves", action="store_true",
                         help="add the joint (W, Ω) rescalings to each Gibbs sweep")
     a = parser.parse_args()
@@ -162,7 +189,7 @@ if __name__ == "__main__":
     rows = []
     if a.only in (None, "gibbs"):
         rows.append(bench_gibbs(train, a.gibbs_warmup, a.gibbs_samples, a.chains, a.seed,
-                                label, a.scale_moves, PRIOR))
+                                label, a.scale_moves, PRIOR, a.chain_summary))
         print(rows[-1], flush=True)
     if a.only in (None, "nuts") and not a.reference_coding and a.df is None:
         rows.append(bench_nuts(train, a.nuts_warmup, a.nuts_samples, a.chains,

@@ -55,13 +55,13 @@ def load_school(split: int = 1, bias_column: bool = False, features: str = "all"
     keep = [j for j, name in enumerate(SCHOOL_FEATURES)
             if (bias_column or name != "bias")
             and (features == "all" or name not in SCHOOL_PERCENTAGES)]
-    x, names_x = x[:, keep], [SCHOOL_FEATURES[j] for j in keep]
+    x, feature_names = x[:, keep], [SCHOOL_FEATURES[j] for j in keep]
 
     def part(key):
         rows = raw[f"{key}_{split}"].astype(np.int64) - 1
         t = task[rows]
         return MultiTaskData.from_tasks(
-            [(x[rows][t == i], y[rows][t == i]) for i in range(len(names))], names, names_x,
+            [(x[rows][t == i], y[rows][t == i]) for i in range(len(names))], names, feature_names,
             REGRESSION,
         )
 
