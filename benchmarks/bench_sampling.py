@@ -182,14 +182,15 @@ if __name__ == "__main__":
         train, label = reference_coded(train), "Gibbs, reference-coded dummies (other model)"
     if a.features == "binary":
         label += ", 25 binary attributes (other data)"
+    prior = PRIOR
     if a.df is not None:
-        PRIOR = P.InverseWishart(df=a.df, scale=a.df - train.n_tasks - 1)
+        prior = P.InverseWishart(df=a.df, scale=a.df - train.n_tasks - 1)
         label += f", IW df {a.df:g} (other prior)"
     print(" ".join([os.path.basename(sys.executable)] + sys.argv), flush=True)
     rows = []
     if a.only in (None, "gibbs"):
         rows.append(bench_gibbs(train, a.gibbs_warmup, a.gibbs_samples, a.chains, a.seed,
-                                label, a.scale_moves, PRIOR, a.chain_summary))
+                                label, a.scale_moves, prior, a.chain_summary))
         print(rows[-1], flush=True)
     if a.only in (None, "nuts") and not a.reference_coding and a.df is None:
         rows.append(bench_nuts(train, a.nuts_warmup, a.nuts_samples, a.chains,
