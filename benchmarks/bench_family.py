@@ -44,7 +44,7 @@ def rmse_conventions(fit, test):
     from bayesmtl.selection import predict_member
 
     sq = (predict_member(fit, test.X, test.task, False) - test.y) ** 2
-    n = np.bincount(test.task, minlength=test.n_tasks)
+    n = test.n_per_task
     per = np.sqrt(np.bincount(test.task, sq, minlength=test.n_tasks) / n)
     return float(np.sqrt(sq.mean())), float(per.mean()), float(per @ n / n.sum())
 
