@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/bayesmtl fit --dataset school --split 1 --prior mtrl --inference map --out reports/school-mtrl
+	$(VENV)/bin/bayesmtl fit --dataset school --split 1 --method mtrl --inference map --out reports/school-mtrl
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,16 +1,22 @@
-"""``bayesmtl`` command line: fit a model on a bundled data set and write a report folder.
+"""``bayesmtl`` command line: fit or compare registered methods and write a report folder.
 
-    bayesmtl fit --dataset school --split 1 --prior mtrl --inference map --out reports/school
-    bayesmtl compare --dataset school --split 1 --out reports/compare
+    bayesmtl methods
+    bayesmtl fit --dataset school --split 1 --method mtrl --out reports/school
+    bayesmtl fit --method glmtl --param lam2=0.1 --lam 0.1 --out reports/glmtl
+    bayesmtl compare --dataset school --split 1 --methods mtrl,amtl,gamtl --time-limit 300
 
-The report holds ``metrics.json``, ``summary.csv`` (task-relation summary), ``posterior.nc``
-(the ArviZ DataTree), ``omega_corr.png`` (clustered task-correlation heatmap) and ``model/``
-(the fitted estimator as JSON + npz; no pickle).
+A ``fit`` report holds ``metrics.json``, ``summary.csv`` (task-relation summary),
+``posterior.nc`` (the ArviZ DataTree), ``task_relation.png`` and ``model/`` (the fitted
+estimator as JSON + npz; no pickle). Reports are written to a temporary folder and moved into
+place at the end: an interrupted run leaves no partial report, and an existing report is
+replaced as a whole (never mixed). Arguments are checked before any work; errors print one
+line and exit non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -19,8 +25,80 @@ from pathlib import Path
 import numpy as np
 
 LAM_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+DATASETS = ("school", "mnist", "usps", "sklearn-digits")
 FEATURES_HELP = ("School attributes: all 27, or the 25 binary ones (the published protocol of "
                  "the AMTL and GAMTL papers)")
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used (reported in one line, exit code 2)."""
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _parse_value(text: str):
+    """A --param value: a number, True/False/None, @file (.npy or .csv matrix) or a string."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise UsageError(f"file {path} (from {text!r}) does not exist")
+        return np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",")
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _parse_params(items) -> dict:
+    params = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param takes NAME=VALUE; got {item!r}")
+        params[name] = _parse_value(value)
+    return params
+
+
+def _parse_grid(items) -> dict:
+    grid = {}
+    for item in items or ():
+        name, sep, values = item.partition("=")
+        if not sep or not name or not values:
+            raise UsageError(f"--grid takes NAME=V1,V2,…; got {item!r}")
+        try:
+            grid[name] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise UsageError(f"--grid {name}: values must be numbers; got {values!r}") from None
+    return grid
+
+
+def _check_common(args):
+    from . import methods
+
+    if not 1 <= args.split <= 10:
+        raise UsageError(f"--split must lie in 1..10; got {args.split}")
+    if args.features != "all" and args.dataset != "school":
+        raise UsageError(f"--features {args.features} selects School attributes; "
+                         f"{args.dataset!r} has no such option")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    for name in _method_names(args):
+        if name != "all":
+            try:
+                methods.get(name)
+            except Exception as err:
+                raise UsageError(str(err)) from None
+
+
+def _method_names(args):
+    raw = getattr(args, "methods", None) or getattr(args, "method", None) or "all"
+    return [n for n in raw.split(",") if n]
 
 
 def _load(dataset, split, features="all"):
@@ -28,45 +106,26 @@ def _load(dataset, split, features="all"):
 
     if dataset == "school":
         return load_school(split, features=features)
-    if features != "all":
-        raise SystemExit(f"--features {features} selects School attributes; {dataset!r} has "
-                         "no such option")
     if dataset in ("mnist", "usps"):
         train, valid, test = load_digits_split(dataset)
         return train, test
-    if dataset == "sklearn-digits":
-        return load_sklearn_digits("ovr", seed=split)
-    raise SystemExit(f"unknown dataset {dataset!r}")
+    return load_sklearn_digits("ovr", seed=split)
 
 
-def _with_task_column(data):
-    return np.column_stack([data.task.astype(float), data.X])
+def _start(args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    train, test = _load(args.dataset, args.split, args.features)
+    log(f"data: {args.dataset} split {args.split}: {train!r}")
+    return train, test
+
+
+# ----------------------------------------------------------------------------- fit
 
 
 def _task_labels(data):
     return np.asarray(data.task_names)[data.task]
-
-
-def _fit(est, data, lam, log):
-    """Fit ``est`` on ``data`` with task names; λ by 3-fold task-stratified CV on the training
-    data when ``lam == 'auto'`` (GridSearchCV sees the task id as column 0 of X)."""
-    from sklearn.model_selection import GridSearchCV
-
-    from .estimators import TaskKFold
-
-    X = _with_task_column(data)
-    if lam == "auto":
-        est.set_params(task_col=0)
-        scoring = "neg_mean_squared_error" if data.kind == "regression" else "accuracy"
-        search = GridSearchCV(est, {"lam": list(LAM_GRID)}, cv=TaskKFold(3), scoring=scoring,
-                              refit=False)
-        search.fit(X, data.y, groups=data.task)
-        lam = search.best_params_["lam"]
-        log(f"  λ chosen by 3-fold CV on training data: {lam}")
-    est.set_params(lam=float(lam), task_col=None)
-    start = time.perf_counter()
-    est.fit(data.X, data.y, task=_task_labels(data))
-    return est, time.perf_counter() - start
 
 
 def _metric(est, data):
@@ -76,158 +135,299 @@ def _metric(est, data):
     return "error_pct", float(100 * np.mean(pred != data.y))
 
 
-def log(msg):
-    print(msg, flush=True)
+def _choose_lam(train, method, params, lam, progress):
+    """λ given, or chosen by 3-fold CV on the training rows (MAP) when ``lam == 'auto'``."""
+    from .selection import cross_validate
+
+    if lam != "auto":
+        return lam
+    if "lam" not in method.hyper_names:
+        return None
+    if method.fit_map is None:
+        log(f"  {method.name} has no MAP to cross-validate; λ = 1")
+        return 1.0
+    cv = cross_validate(train, method, {"lam": LAM_GRID}, hyper=params, progress=progress)
+    log(f"  λ chosen by 3-fold CV on training data ({cv.scoring}): {cv.lam:g}")
+    return cv.lam
 
 
-def _start(args):
-    """Headless plotting, the report folder and the data: ``(out, train, test)``."""
-    import matplotlib
+def _fit(train, method_name, params, lam, inference, common, progress):
+    from . import methods
+    from .estimators import MTLClassifier, MTLRegressor
 
-    matplotlib.use("Agg")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    train, test = _load(args.dataset, args.split, args.features)
-    log(f"data: {args.dataset} split {args.split}: {train!r}")
-    return out, train, test
+    method = methods.get(method_name)
+    lam = _choose_lam(train, method, params, lam, progress)
+    hyper = dict(params) if lam is None else {**params, "lam": float(lam)}
+    cls = MTLRegressor if train.kind == "regression" else MTLClassifier
+    est = cls(method=method.name, inference=inference, **common, **hyper)
+    start = time.perf_counter()
+    est.fit(train.X, train.y, task=_task_labels(train))
+    return est, time.perf_counter() - start
 
 
 def cmd_fit(args):
-    from .estimators import MTLClassifier, MTLRegressor
     from .inference.export import task_relation_summary
-    from .plots import plot_task_correlation
+    from .io import atomic_folder
+    from .plots import plot_task_relation
 
-    out, train, test = _start(args)
-    cls = MTLRegressor if train.kind == "regression" else MTLClassifier
+    params = _parse_params(args.param)
     lam = args.lam if args.lam == "auto" else float(args.lam)
-    if args.inference != "map" and lam == "auto":
-        lam = 1.0
+    train, test = _start(args)
+    progress = sys.stderr.isatty()
     common = dict(seed=args.seed, num_warmup=args.warmup, num_samples=args.samples,
-                  num_chains=args.chains, progress_bar=args.inference == "nuts")
-    log("fitting independent-task baseline (identity Ω, MAP) …")
-    stl, stl_time = _fit(cls(prior="identity", inference="map", **common), train,
-                         args.lam if args.lam == "auto" else lam, log)
-    log(f"fitting prior={args.prior} inference={args.inference} …")
-    est, fit_time = _fit(cls(prior=args.prior, inference=args.inference, ridge=args.ridge,
-                             **common), train, lam, log)
+                  num_chains=args.chains, progress_bar=progress and args.inference == "nuts")
+    log("fitting the independent-task baseline (stl, MAP) …")
+    stl, stl_time = _fit(train, "stl", {}, args.lam if args.lam == "auto" else lam, "map",
+                         {"seed": args.seed}, progress)
+    log(f"fitting method={args.method} inference={args.inference} …")
+    est, fit_time = _fit(train, args.method, params, lam, args.inference, common, progress)
     name, value = _metric(est, test)
     _, base = _metric(stl, test)
-    metrics = {"dataset": args.dataset, "split": args.split, "prior": args.prior,
-               "inference": args.inference, "lam": est.lam, "stl_lam": stl.lam,
-               "ridge": args.ridge, f"test_{name}": value, f"stl_test_{name}": base,
-               "fit_time_s": fit_time, "stl_fit_time_s": stl_time}
-    log(f"\n{'model':<28}{'test ' + name:>14}{'fit time (s)':>14}")
-    log(f"{'STL (identity Ω)':<28}{base:>14.4f}{stl_time:>14.2f}")
-    log(f"{args.prior + ' / ' + args.inference:<28}{value:>14.4f}{fit_time:>14.2f}")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    task_relation_summary(est.idata_).to_csv(out / "summary.csv", index=False)
-    est.idata_.to_netcdf(out / "posterior.nc", engine="h5netcdf")
-    fig = plot_task_correlation(est.idata_, title=f"{args.dataset}: {args.prior} "
-                                                  f"({args.inference}) task correlation")
-    fig.savefig(out / "omega_corr.png", dpi=120, bbox_inches="tight")
-    est.save(out / "model")
+    hyper = {k: v for k, v in est.get_params().items()
+             if k in _method_hyper(est) and isinstance(v, (int, float, str, bool, type(None)))}
+    metrics = {"dataset": args.dataset, "split": args.split, "features": args.features,
+               "method": est.method_name_, "inference": args.inference, "hyper": hyper,
+               "stl_lam": stl.lam, f"test_{name}": value, f"stl_test_{name}": base,
+               "fit_time_s": fit_time, "stl_fit_time_s": stl_time,
+               "converged": None if est.fit_result_ is None else bool(est.fit_result_.converged)}
+    log(f"\n{'model':<32}{'test ' + name:>14}{'fit time (s)':>14}")
+    log(f"{'STL (identity Ω)':<32}{base:>14.4f}{stl_time:>14.2f}")
+    log(f"{est.method_name_ + ' / ' + args.inference:<32}{value:>14.4f}{fit_time:>14.2f}")
+    out = Path(args.out)
+    if out.exists():
+        log(f"\nreplacing the existing report at {out}/")
+    with atomic_folder(out) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        task_relation_summary(est.idata_).to_csv(tmp / "summary.csv", index=False)
+        est.idata_.to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
+        fig = plot_task_relation(est.idata_, title=f"{args.dataset}: {est.method_name_} "
+                                                   f"({args.inference}) task relation")
+        fig.savefig(tmp / "task_relation.png", dpi=120, bbox_inches="tight")
+        est.save(tmp / "model")
     log(f"\nreport written to {out}/ (metrics.json, summary.csv, posterior.nc, "
-        "omega_corr.png, model/)")
+        "task_relation.png, model/)")
     return 0
 
 
-#: λ₂ grid for the members that have one (glMTL, SPATS, Schatten, reconstruction)
-LAM2_GRID = (0.01, 0.1, 1.0)
-DEFAULT_MEMBERS = ("stl", "pooled", "rmtl", "clustered", "mtrl", "glmtl", "spats", "schatten",
-                   "squared_schatten", "reconstruction")
+def _method_hyper(est):
+    from . import methods
+
+    return methods.get(est.method_name_).hyper_names
+
+
+# ----------------------------------------------------------------------------- compare
 
 
 def cmd_compare(args):
-    """Fit STL, pooled and every family member with (λ, λ₂) by K-fold CV on the training data;
-    print test error, fit time and the chosen hyperparameters; write a table and heatmaps."""
-    out, train, test = _start(args)
+    """Every registered shallow method (or --methods) with its hyperparameters by K-fold CV
+    on the training data; print test error, fit time and the choices; write a table and
+    the task-relation heatmaps."""
     import matplotlib.pyplot as plt
 
+    from . import methods
     from .inference.export import omega_to_corr
-    from .plots import cluster_order
-    from .selection import compare_members
+    from .io import atomic_folder
+    from .methods.registry import Settings
+    from .selection import _scorer, compare
 
-    metric = "rmse" if train.kind == "regression" else "error_pct"
-    members = DEFAULT_MEMBERS if args.members == "all" else tuple(args.members.split(","))
-    lam_grid = tuple(float(v) for v in args.lam_grid.split(","))
-    lam2_grid = tuple(float(v) for v in args.lam2_grid.split(","))
-    log(f"λ grid {lam_grid}, λ₂ grid {lam2_grid}, {args.folds}-fold CV on training rows only")
-    log(f"\n{'member':<18}{'test ' + metric:>12}{'fit time (s)':>14}{'CV time (s)':>13}"
-        f"{'λ':>9}{'λ₂':>9}")
+    grid = _parse_grid(args.grid)
+    train, test = _start(args)
+    scoring = _scorer(args.scoring, train)
+    names = (methods.names(shallow=True, kind=train.kind) if args.methods == "all"
+             else tuple(_method_names(args)))
+    grids = {}
+    for name in names:
+        method = methods.get(name)
+        grids[method.name] = {k: v for k, v in grid.items() if k in method.hyper_names}
+    settings = Settings(max_iter=args.max_iter)
+    log(f"{len(names)} methods; {args.folds}-fold CV on the training rows only; grid "
+        f"overrides {grid or 'none'}; time limit "
+        f"{'none' if args.time_limit is None else f'{args.time_limit:g} s'} per method"
+        + (f"; outer iterations capped at {args.max_iter}" if args.max_iter else ""))
+    log(f"\n{'method':<18}{'test ' + scoring:>12}{'fit (s)':>9}{'CV (s)':>9}  "
+        f"{'chosen hyperparameters':<34}status")
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
     def row(r):
-        lam2 = "-" if r["lam2"] is None else f"{r['lam2']:g}"
-        log(f"{r['member']:<18}{r['test_' + metric]:>12.4f}{r['fit_time_s']:>14.2f}"
-            f"{r['cv_time_s']:>13.1f}{r['lam']:>9g}{lam2:>9}")
+        chosen = ", ".join(f"{k}={v:g}" for k, v in r["hyper"].items())
+        status = r["status"]
+        if status == "ok" and not r["converged"]:
+            status = f"unconverged (last rel. change {r['last_relative_change']:.1e})"
+        log(f"{r['method']:<18}{fmt(r['test_' + scoring], '.4f'):>12}"
+            f"{fmt(r['fit_time_s'], '.2f'):>9}{fmt(r['cv_time_s'], '.1f'):>9}  "
+            f"{chosen:<34}{status}")
 
-    rows, fits = compare_members(train, test, members, lam_grid, lam2_grid, n_folds=args.folds,
-                                 seed=args.seed, n_jobs=args.jobs, log=row)
-    corrs = {name: omega_to_corr(fit.omega) for name, fit in fits.items()}
-    (out / "compare.json").write_text(json.dumps(
-        {"dataset": args.dataset, "split": args.split, "folds": args.folds, "lam_grid": lam_grid,
-         "lam2_grid": lam2_grid, "rows": rows}, indent=2))
-    best = min(rows, key=lambda r: r[f"test_{metric}"])
-    reference = next(n for n in ("mtrl", "clustered", best["member"]) if n in corrs)
-    order = cluster_order(corrs[reference])
-    cols = min(5, len(corrs))
-    nrows = -(-len(corrs) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.2 * nrows), squeeze=False)
-    for ax in axes.ravel()[len(corrs):]:
-        ax.axis("off")
-    for ax, (name, corr) in zip(axes.ravel(), corrs.items(), strict=False):
-        im = ax.imshow(corr[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1,
-                       interpolation="nearest")
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02)
-    fig.suptitle(f"{args.dataset} split {args.split}: task correlation (tasks in the "
-                 f"clustered order of {reference})")
-    fig.savefig(out / "task_correlations.png", dpi=110, bbox_inches="tight")
-    log(f"\nreport written to {out}/ (compare.json, task_correlations.png)")
+    rows, fits = compare(train, test, names, grids=grids, scoring=scoring, n_folds=args.folds,
+                         seed=args.seed, n_jobs=args.jobs, time_limit=args.time_limit,
+                         settings=settings, progress=sys.stderr.isatty(), log=row)
+    skipped = [r["method"] for r in rows if r["status"] != "ok"]
+    if skipped:
+        log(f"\nnot finished: {', '.join(skipped)} (see status)")
+    out = Path(args.out)
+    with atomic_folder(out) as tmp:
+        (tmp / "compare.json").write_text(json.dumps(
+            {"dataset": args.dataset, "split": args.split, "features": args.features,
+             "folds": args.folds, "scoring": scoring, "grid_overrides": grid,
+             "time_limit_s": args.time_limit, "max_iter": args.max_iter, "rows": rows},
+            indent=2, default=float))
+        if fits:
+            _relation_panels(fits, omega_to_corr, plt).savefig(
+                tmp / "task_relations.png", dpi=110, bbox_inches="tight")
+    log(f"\nreport written to {out}/ (compare.json, task_relations.png)")
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="bayesmtl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="fit a model and write a report folder")
-    fit.add_argument("--dataset", default="school",
-                     choices=["school", "mnist", "usps", "sklearn-digits"])
-    fit.add_argument("--split", type=int, default=1)
-    fit.add_argument("--features", default="all", choices=["all", "binary"], help=FEATURES_HELP)
-    fit.add_argument("--prior", default="mtrl",
-                     choices=["identity", "inverse_wishart", "lkj", "mtrl"])
-    fit.add_argument("--inference", default="map", choices=["map", "nuts", "svi"])
-    fit.add_argument("--lam", default="auto", help="λ, or 'auto' for CV (MAP only)")
-    fit.add_argument("--ridge", type=float, default=0.0)
-    fit.add_argument("--warmup", type=int, default=500)
-    fit.add_argument("--samples", type=int, default=500)
-    fit.add_argument("--chains", type=int, default=2)
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--out", default="reports/run")
-    cmp = sub.add_parser("compare", help="STL, pooled and every family member, λ by CV")
-    cmp.add_argument("--dataset", default="school",
-                     choices=["school", "mnist", "usps", "sklearn-digits"])
-    cmp.add_argument("--split", type=int, default=1)
-    cmp.add_argument("--features", default="all", choices=["all", "binary"], help=FEATURES_HELP)
-    cmp.add_argument("--members", default="all",
-                     help="comma-separated names, or 'all': " + ",".join(DEFAULT_MEMBERS))
-    cmp.add_argument("--lam-grid", default=",".join(str(v) for v in LAM_GRID))
-    cmp.add_argument("--lam2-grid", default=",".join(str(v) for v in LAM2_GRID))
-    cmp.add_argument("--folds", type=int, default=3)
-    cmp.add_argument("--jobs", type=int, default=1, help="CV folds run in parallel threads")
-    cmp.add_argument("--seed", type=int, default=0)
-    cmp.add_argument("--out", default="reports/compare")
-    args = parser.parse_args(argv)
-    if args.command == "compare":
-        return cmd_compare(args)
-    if args.command == "fit":
-        if args.chains > 1:
-            import numpyro
+def _relation_panels(fits, omega_to_corr, plt):
+    """One heatmap per method: Ω's correlation, or the directed relation it learned."""
+    from .plots import cluster_order
 
-            numpyro.set_host_device_count(args.chains)
-        return cmd_fit(args)
-    return 1
+    mats = {}
+    for name, fit in fits.items():
+        var, M = next(iter(fit.relation.items()))
+        mats[name] = omega_to_corr(M) if var == "omega" else M
+    reference = next((n for n in ("mtrl", "clustered") if n in mats), None)
+    order = (cluster_order(mats[reference]) if reference is not None
+             else np.arange(next(iter(mats.values())).shape[0]))
+    cols = min(5, len(mats))
+    nrows = -(-len(mats) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.2 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(mats):]:
+        ax.axis("off")
+    for ax, (name, M) in zip(axes.ravel(), mats.items(), strict=False):
+        limit = max(float(np.abs(M).max()), 1e-12)
+        ax.imshow(M[np.ix_(order, order)], cmap="RdBu_r", vmin=-limit, vmax=limit,
+                  interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("task relation per method (Ω: correlation; AMTL: B; GAMTL: C)"
+                 + (f", tasks in the clustered order of {reference}" if reference else ""))
+    return fig
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def cmd_methods(args):
+    from . import methods
+
+    del args
+    for name in methods.names():
+        m = methods.get(name)
+        hyper = ", ".join(f"{h.name}={h.default!r}" for h in m.hyper)
+        log(f"{name:<18}{'/'.join(m.inferences()):<22}{m.summary}")
+        log(f"{'':<18}hyperparameters: {hyper or '(none)'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _parser():
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="bayesmtl", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bayesmtl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    sub.add_parser("methods", help="list the registered methods", formatter_class=fmt)
+
+    def data_args(p, out):
+        p.add_argument("--dataset", default="school", choices=DATASETS, help="bundled data set")
+        p.add_argument("--split", type=int, default=1, help="standard split (School: 1..10)")
+        p.add_argument("--features", default="all", choices=["all", "binary"],
+                       help=FEATURES_HELP)
+        p.add_argument("--seed", type=int, default=0, help="random seed")
+        p.add_argument("--out", default=out, help="report folder (replaced as a whole)")
+
+    fit = sub.add_parser("fit", help="fit one method and write a report folder",
+                         formatter_class=fmt)
+    data_args(fit, "reports/run")
+    fit.add_argument("--method", default="mtrl", help="a registered method (bayesmtl methods)")
+    fit.add_argument("--param", action="append", metavar="NAME=VALUE",
+                     help="a hyperparameter of the method (repeatable; @file.npy/.csv for a "
+                          "matrix)")
+    fit.add_argument("--inference", default="map", choices=["map", "nuts", "gibbs", "svi"])
+    fit.add_argument("--lam", default="auto",
+                     help="λ, or 'auto' for 3-fold CV on the training rows")
+    fit.add_argument("--warmup", type=int, default=500, help="NUTS/Gibbs warm-up draws")
+    fit.add_argument("--samples", type=int, default=500, help="posterior draws per chain")
+    fit.add_argument("--chains", type=int, default=2, help="chains")
+    cmp = sub.add_parser("compare", help="every shallow method, hyperparameters by CV",
+                         formatter_class=fmt)
+    data_args(cmp, "reports/compare")
+    cmp.add_argument("--methods", default="all",
+                     help="comma-separated registered names, or 'all' (every shallow method)")
+    cmp.add_argument("--grid", action="append", metavar="NAME=V1,V2",
+                     help="override a hyperparameter's CV grid in every method that has it "
+                          "(repeatable), e.g. lam=0.01,0.1,1")
+    cmp.add_argument("--scoring", default=None,
+                     help="rmse|mse|mae (regression), error|log_loss|auc (classification)")
+    cmp.add_argument("--folds", type=int, default=3, help="CV folds (≥ 2)")
+    cmp.add_argument("--jobs", type=int, default=1, help="CV folds run in parallel threads")
+    cmp.add_argument("--time-limit", type=float, default=None,
+                     help="seconds per method (CV + refit); methods over it are listed as "
+                          "skipped")
+    cmp.add_argument("--max-iter", type=int, default=None,
+                     help="cap on the outer iterations of the alternating solvers (a reduced "
+                          "protocol; the last relative change of the objective is reported)")
+    return parser
+
+
+def _validate(args):
+    _check_common(args)
+    if args.command == "fit":
+        if args.lam != "auto":
+            try:
+                lam = float(args.lam)
+            except ValueError:
+                raise UsageError(f"--lam must be a positive number or 'auto'; got "
+                                 f"{args.lam!r}") from None
+            if not (np.isfinite(lam) and lam > 0):
+                raise UsageError(f"--lam must be a positive number or 'auto'; got {args.lam!r}")
+        _parse_params(args.param)
+        for flag, v, low in (("--warmup", args.warmup, 0), ("--samples", args.samples, 1),
+                             ("--chains", args.chains, 1)):
+            if v < low:
+                raise UsageError(f"{flag} must be ≥ {low}; got {v}")
+    else:
+        _parse_grid(args.grid)
+        if args.folds < 2:
+            raise UsageError(f"--folds must be ≥ 2; got {args.folds}")
+        if args.jobs < 1:
+            raise UsageError(f"--jobs must be ≥ 1; got {args.jobs}")
+        if args.time_limit is not None and not args.time_limit > 0:
+            raise UsageError(f"--time-limit must be positive; got {args.time_limit}")
+        if args.max_iter is not None and args.max_iter < 1:
+            raise UsageError(f"--max-iter must be ≥ 1; got {args.max_iter}")
+
+
+def main(argv=None):
+    from .errors import BayesMTLError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "methods":
+        return cmd_methods(args)
+    try:
+        _validate(args)
+    except UsageError as err:
+        parser.error(str(err))
+    if args.command == "fit" and args.chains > 1:
+        import numpyro
+
+        numpyro.set_host_device_count(args.chains)
+    try:
+        return cmd_compare(args) if args.command == "compare" else cmd_fit(args)
+    except BayesMTLError as err:
+        print(f"bayesmtl: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bayesmtl: interrupted; no report written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,6 +16,16 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .errors import (
+    DataError,
+    EmptyTaskError,
+    LabelError,
+    NonFiniteError,
+    ShapeMismatchError,
+    SingleClassWarning,
+    UnknownTaskError,
+)
+
 __all__ = [
     "DataError",
     "NonFiniteError",
@@ -30,37 +40,8 @@ __all__ = [
 
 REGRESSION = "regression"
 CLASSIFICATION = "classification"
-
-
-class DataError(ValueError):
-    """Base class of every input-data problem bayesmtl reports."""
-
-
-class NonFiniteError(DataError):
-    """X or y holds NaN or infinity."""
-
-
-class ShapeMismatchError(DataError):
-    """Lengths or feature counts disagree."""
-
-
-class EmptyTaskError(DataError):
-    """A task has no rows."""
-
-
-class UnknownTaskError(DataError, KeyError):
-    """A task name was not seen at fit time."""
-
-    def __str__(self):  # KeyError would quote the message
-        return str(self.args[0])
-
-
-class LabelError(DataError):
-    """Classification labels are not {0, 1} or {-1, +1}."""
-
-
-class SingleClassWarning(UserWarning):
-    """A classification task has rows of one class only."""
+MULTICLASS = "multiclass"
+KINDS = (REGRESSION, CLASSIFICATION, MULTICLASS)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -78,25 +59,93 @@ def _check_finite(name: str, a: np.ndarray, task_names, task: np.ndarray) -> Non
         )
 
 
-def _map_labels(y: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """Map binary labels to {0, 1}; return the labels and the original (negative, positive)."""
-    values = set(np.unique(y).tolist())
-    if values <= {0.0, 1.0}:
-        return y.astype(np.float64), (0.0, 1.0)
-    if values <= {-1.0, 1.0}:
-        return (y > 0).astype(np.float64), (-1.0, 1.0)
-    shown = sorted(values)[:6]
-    raise LabelError(
-        f"classification labels must be {{0, 1}} or {{-1, +1}}; found {shown}"
-        f"{' …' if len(values) > 6 else ''}. Build one-vs-rest tasks first "
-        "(see bayesmtl.datasets.one_vs_rest)."
-    )
+def _map_labels(y: np.ndarray, labels=None) -> tuple[np.ndarray, tuple]:
+    """Binary labels → {0, 1}; return them and the original (negative, positive) labels.
+
+    Any two distinct labels are accepted (sorted: the larger is positive, so {0, 1},
+    {-1, +1} and {"no", "yes"} keep their usual meaning); ``labels`` fixes the coding (a
+    subset of a data set keeps its parent's labels even when one class is missing).
+    """
+    if labels is None:
+        values = _unique_labels(y)
+        if len(values) == 1:
+            v = values[0]
+            values = [v, 1] if v in (-1, 0) else [0, v] if v == 1 else None
+            if values is None:
+                raise LabelError(f"classification labels hold one value ({v!r}) that is not "
+                                 "0, 1 or -1, so which class it is cannot be told; pass "
+                                 "data with both classes")
+        if len(values) > 2:
+            shown = values[:6]
+            raise LabelError(
+                f"binary classification needs two labels (e.g. {{0, 1}} or {{-1, +1}}); found "
+                f"{len(values)}: {shown}{' …' if len(values) > 6 else ''}. Build one-vs-rest "
+                "tasks first (see bayesmtl.datasets.one_vs_rest) or use kind='multiclass'"
+            )
+        labels = tuple(values)
+    neg, pos = labels
+    y01 = np.full(len(y), np.nan)
+    y01[_equal(y, neg)] = 0.0
+    y01[_equal(y, pos)] = 1.0
+    if np.isnan(y01).any():
+        bad = y[np.isnan(y01)][0]
+        raise LabelError(f"label {bad!r} is neither of the two classes {labels}")
+    return y01, labels
 
 
-def _validated(X, y, task, task_names, feature_names, kind) -> MultiTaskData:
-    """The one validation path: returns a stacked, task-sorted MultiTaskData."""
-    if kind not in (REGRESSION, CLASSIFICATION):
-        raise ValueError(f"kind must be '{REGRESSION}' or '{CLASSIFICATION}', got {kind!r}")
+def _unique_labels(y: np.ndarray) -> list:
+    """Sorted distinct labels of any one type; mixed types or NaN raise LabelError."""
+    if y.dtype.kind in "biuf":
+        if y.dtype.kind == "f" and np.isnan(y).any():
+            raise LabelError("labels hold NaN")
+        return np.unique(y).tolist()
+    values = np.unique(y.astype(object)).tolist() if y.dtype.kind == "U" else y.tolist()
+    kinds = {_label_type(v) for v in values}
+    if len(kinds) > 1:
+        raise LabelError(f"labels mix types {sorted(kinds)}; use one type (e.g. all str)")
+    if "float" in kinds and any(v != v for v in values):
+        raise LabelError("labels hold NaN")
+    return sorted(set(values))
+
+
+def _label_type(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "int" if float(v).is_integer() else "float"
+    return type(v).__name__
+
+
+def _equal(y: np.ndarray, value) -> np.ndarray:
+    if y.dtype.kind in "biuf" and isinstance(value, (int, float, np.number)):
+        return y == value
+    return np.asarray([v == value for v in y.tolist()], dtype=bool)
+
+
+def _encode_classes(y: np.ndarray, labels=None) -> tuple[np.ndarray, tuple]:
+    """Multi-class labels (any one type) → codes 0..K-1 (float) and the sorted labels."""
+    if labels is None:
+        labels = tuple(_unique_labels(y))
+        if len(labels) < 2:
+            raise LabelError(f"multiclass data need at least 2 classes; found {list(labels)}")
+    codes = np.full(len(y), np.nan)
+    for k, v in enumerate(labels):
+        codes[_equal(y, v)] = k
+    if np.isnan(codes).any():
+        bad = y[np.isnan(codes)][0]
+        raise LabelError(f"label {bad!r} is not one of the classes {tuple(labels)}")
+    return codes, tuple(labels)
+
+
+def _validated(X, y, task, task_names, feature_names, kind, labels=None) -> MultiTaskData:
+    """The one validation path: returns a stacked, task-sorted MultiTaskData.
+
+    ``labels`` (classification kinds) fixes the label coding (see :func:`_map_labels`).
+    """
+    if kind not in KINDS:
+        raise DataError(f"kind must be one of {KINDS}; got {kind!r}")
     X = np.asarray(X)
     y = np.asarray(y)
     task = np.asarray(task)
@@ -120,8 +169,19 @@ def _validated(X, y, task, task_names, feature_names, kind) -> MultiTaskData:
             f"task indices must lie in [0, {m}); got {task.min()}..{task.max()}"
         )
     task = task.astype(np.int32)
-    X = X.astype(np.float64)
-    y = y.astype(np.float64)
+    try:
+        X = X.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"X must be numeric: {err}") from None
+    label_values = None
+    if kind == CLASSIFICATION:
+        y, label_values = _map_labels(y, labels)
+    elif kind == MULTICLASS:
+        y, label_values = _encode_classes(y, labels)
+    try:
+        y = y.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"y must be numeric for regression: {err}") from None
     _check_finite("X", X, task_names, task)
     _check_finite("y", y, task_names, task)
     counts = np.bincount(task, minlength=m)
@@ -135,9 +195,7 @@ def _validated(X, y, task, task_names, feature_names, kind) -> MultiTaskData:
         raise ShapeMismatchError(
             f"{len(feature_names)} feature names for {X.shape[1]} features"
         )
-    label_values = None
     if kind == CLASSIFICATION:
-        y, label_values = _map_labels(y)
         per_task_pos = np.bincount(task, weights=y, minlength=m)
         single = np.flatnonzero((per_task_pos == 0) | (per_task_pos == counts))
         if single.size:
@@ -158,6 +216,19 @@ def _validated(X, y, task, task_names, feature_names, kind) -> MultiTaskData:
         kind=kind,
         label_values=label_values,
     )
+
+
+def _unique_task_ids(task: np.ndarray) -> list:
+    """Sorted distinct task ids; ids of mixed types (1 and "1") or NaN raise DataError."""
+    values = task.tolist()
+    kinds = {"number" if _label_type(v) in ("int", "float") else _label_type(v)
+             for v in values}
+    if len(kinds) > 1:
+        raise DataError(f"task ids mix types {sorted(kinds)} (e.g. 1 and '1' would be "
+                        "ambiguous); use one type for every id")
+    if any(isinstance(v, float) and v != v for v in values) or any(v is None for v in values):
+        raise DataError("task ids hold NaN or None; every row needs a task")
+    return sorted(set(values))
 
 
 def task_index(task_names, labels) -> np.ndarray:
@@ -202,7 +273,8 @@ class MultiTaskData:
     task_names : tuple of m str
     feature_names : tuple of d str
     kind : "regression" or "classification"
-    label_values : (negative, positive) original labels for classification, else None.
+    label_values : (negative, positive) original labels for classification, the sorted class
+        labels (y holds their codes 0..K-1) for multiclass, else None.
     """
 
     X: np.ndarray
@@ -280,7 +352,7 @@ class MultiTaskData:
         if task.ndim != 1:
             raise ShapeMismatchError(f"task must be 1-D; got shape {task.shape}")
         if task_names is None:
-            task_names = tuple(np.unique(task).tolist())
+            task_names = tuple(_unique_task_ids(task))
         lookup = {t: i for i, t in enumerate(task_names)}
         try:
             ids = np.fromiter((lookup[t] for t in task.tolist()), dtype=np.int64, count=len(task))
@@ -343,16 +415,20 @@ class MultiTaskData:
         """Rows by index (or boolean mask); every task must keep at least one row."""
         rows = np.asarray(rows)
         return _validated(
-            self.X[rows], self._labels(self.y[rows]), self.task[rows], self.task_names,
-            self.feature_names, self.kind,
+            self.X[rows], self.labels()[rows], self.task[rows], self.task_names,
+            self.feature_names, self.kind, self.label_values,
         )
 
-    def _labels(self, y01):
-        """Labels back in the user's coding (so re-validation maps them again)."""
-        if self.kind != CLASSIFICATION or self.label_values == (0.0, 1.0):
-            return y01
-        neg, pos = self.label_values
-        return np.where(y01 > 0, pos, neg)
+    def labels(self) -> np.ndarray:
+        """(N,) targets in the user's coding (class labels for the classification kinds)."""
+        if self.kind == REGRESSION:
+            return self.y
+        return np.asarray(self.label_values, dtype=object)[self.y.astype(int)]
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (2 for binary classification; 0 for regression)."""
+        return 0 if self.label_values is None else len(self.label_values)
 
     def with_features(self, X: np.ndarray, feature_names=None) -> MultiTaskData:
         """Same tasks and targets, new feature matrix of N rows."""

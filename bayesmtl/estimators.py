@@ -1,27 +1,33 @@
-"""scikit-learn estimators over the matrix-normal task-covariance model.
+"""scikit-learn estimators over the method registry.
+
+``MTLRegressor(method=NAME, **hyperparameters)`` and ``MTLClassifier(...)`` fit any
+registered method (``bayesmtl.methods.names()``) by MAP or posterior sampling. The method's
+hyperparameters are the estimator's own parameters (``get_params`` lists them, so
+``GridSearchCV``, ``clone`` and save/load work for every method)::
+
+    MTLRegressor(method="glmtl", lam=0.1, lam2=1.0)
+    MTLClassifier(method="amtl", lam=1.0, mu=0.1)
+    MTLRegressor(method="inverse_wishart", df=10, inference="nuts", num_chains=1)
 
 How the task id reaches the estimator (decided once): ``fit(X, y, task=...)``,
 ``predict(X, task=...)`` and ``score(X, y, task=...)`` take per-row task labels. When ``task``
-is None the labels are read from column ``task_col`` of X (and that column is removed), which
-makes the estimators work unchanged inside ``Pipeline`` and ``GridSearchCV`` — use
-:class:`TaskKFold` so that every fold keeps rows of every task::
+is None the labels are read from column ``task_col`` of X (an index, or a column name for a
+DataFrame), which makes the estimators work unchanged inside ``Pipeline`` and
+``GridSearchCV`` — use :class:`TaskKFold` so that every fold keeps rows of every task::
 
-    est = MTLRegressor(prior="mtrl", task_col=0)
-    GridSearchCV(est, {"lam": [0.1, 1, 10]}, cv=TaskKFold(3)).fit(X_with_task, y,
-                                                                  groups=X_with_task[:, 0])
+    GridSearchCV(MTLRegressor(method="mtrl", task_col=0), {"lam": [0.1, 1, 10]},
+                 cv=TaskKFold(3)).fit(X_with_task, y, groups=X_with_task[:, 0])
 
-With sklearn metadata routing enabled, ``task=`` is routed like any other metadata.
+With neither, all rows form one task (a plain single-task estimator).
 
 Defaults follow the purpose of each inference: MAP uses the papers' per-task mean loss and
-σ = 1/√2 (so it reproduces eq. (1) exactly); NUTS and SVI use the proper likelihood
-(``loss_scale="sum"``) and learn a shared noise scale.
+σ = 1/√2 (so it reproduces each paper's objective); NUTS and SVI use the proper likelihood
+(``loss_scale="sum"``) and learn a shared noise scale where the model allows it.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -30,27 +36,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils.validation import check_is_fitted
 
-from . import priors as P
+from . import methods as registry
 from .data import CLASSIFICATION, REGRESSION, MultiTaskData, check_features, task_index
-from .inference.export import from_mcmc, from_point, to_datatree
-from .inference.map import map_estimate
-from .models.likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
-from .models.losses import row_weights
-from .models.matrix_normal import fit_mtrl, gaussian_w_step, model_inputs, mtl_model, predict_linear
+from .errors import DataError, HyperparameterError, MethodError, ModelFileError
+from .io import read_model, write_model
+from .methods.registry import RELATIONS, Settings, integer_at_least, one_of, positive, probability
+from .models.matrix_normal import predict_linear
 
-__all__ = ["MTLRegressor", "MTLClassifier", "TaskKFold", "resolve_prior", "load_estimator"]
+__all__ = ["MTLRegressor", "MTLClassifier", "TaskKFold", "load_estimator"]
 
-PRIORS = {"identity": lambda: P.Fixed("identity"), "stl": lambda: P.Fixed("identity"),
-          "inverse_wishart": P.InverseWishart, "lkj": P.LKJ, "mtrl": P.MTRL}
-
-
-def resolve_prior(prior) -> P.OmegaPrior:
-    """A prior name (``identity``/``stl``, ``inverse_wishart``, ``lkj``, ``mtrl``) or object."""
-    if isinstance(prior, P.OmegaPrior):
-        return prior
-    if isinstance(prior, str) and prior in PRIORS:
-        return PRIORS[prior]()
-    raise ValueError(f"prior must be an OmegaPrior or one of {sorted(PRIORS)}; got {prior!r}")
+SINGLE_TASK = "task"  # the task name when neither task= nor task_col is given
 
 
 class TaskKFold(BaseCrossValidator):
@@ -67,15 +62,15 @@ class TaskKFold(BaseCrossValidator):
 
     def _iter_test_masks(self, X=None, y=None, groups=None):
         if groups is None:
-            raise ValueError("TaskKFold needs groups= (the task label of each row)")
+            raise DataError("TaskKFold needs groups= (the task label of each row)")
         groups = np.asarray(groups)
         rng = np.random.default_rng(self.random_state)
         fold = np.empty(len(groups), dtype=int)
         for g in np.unique(groups):
             idx = np.flatnonzero(groups == g)
             if len(idx) < self.n_splits:
-                raise ValueError(f"task {g!r} has {len(idx)} rows, fewer than n_splits="
-                                 f"{self.n_splits}")
+                raise DataError(f"task {g!r} has {len(idx)} rows, fewer than n_splits="
+                                f"{self.n_splits}")
             if self.shuffle:
                 idx = rng.permutation(idx)
             fold[idx] = np.arange(len(idx)) % self.n_splits
@@ -83,288 +78,266 @@ class TaskKFold(BaseCrossValidator):
             yield fold == k
 
 
+#: checks of the estimator's own (non-method) parameters
+_SETTING_CHECKS = {
+    "inference": one_of(*registry.INFERENCES),
+    "loss_scale": lambda v: v if v is None else one_of("mean", "sum")(v),
+    "noise": lambda v: v if v is None or v in ("shared", "task") else positive(v),
+    "num_warmup": integer_at_least(0),
+    "num_samples": integer_at_least(1),
+    "num_chains": integer_at_least(1),
+    "svi_steps": integer_at_least(1),
+    "guide": one_of("normal", "lowrank"),
+    "target_accept_prob": probability,
+    "max_tree_depth": integer_at_least(1),
+    "seed": integer_at_least(0),
+}
+
+
 class _MTLBase(BaseEstimator):
     _kind = REGRESSION
 
-    def __init__(self, prior="mtrl", lam=1.0, ridge=0.0, lam2=1.0, inference="map",
-                 loss_scale=None,
-                 noise=None, task_col=None, num_warmup=500, num_samples=500, num_chains=2,
-                 svi_steps=5000, guide="normal", noncentered=False, progress_bar=False, seed=0):
-        self.prior = prior
-        self.lam = lam
-        self.lam2 = lam2
-        self.ridge = ridge
+    def __init__(self, method="mtrl", *, inference="map", task_col=None, loss_scale=None,
+                 noise=None, num_warmup=500, num_samples=500, num_chains=2, svi_steps=5000,
+                 guide="normal", noncentered=False, target_accept_prob=0.8, max_tree_depth=10,
+                 progress_bar=False, seed=0, **hyper):
+        self.method = method
         self.inference = inference
+        self.task_col = task_col
         self.loss_scale = loss_scale
         self.noise = noise
-        self.task_col = task_col
         self.num_warmup = num_warmup
         self.num_samples = num_samples
         self.num_chains = num_chains
         self.svi_steps = svi_steps
         self.guide = guide
         self.noncentered = noncentered
+        self.target_accept_prob = target_accept_prob
+        self.max_tree_depth = max_tree_depth
         self.progress_bar = progress_bar
         self.seed = seed
+        self._hyper = dict(hyper)
+
+    # --- the method's hyperparameters as estimator parameters ------------------------------
+    def __getattr__(self, name):
+        hyper = self.__dict__.get("_hyper")
+        if hyper is not None:
+            if name in hyper:
+                return hyper[name]
+            method = self._method_or_none()
+            if method is not None and name in method.hyper_names:
+                return method.defaults()[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def _method_or_none(self):
+        try:
+            return registry.get(self.__dict__.get("method"))
+        except MethodError:
+            return None
+
+    def _hyper_params(self) -> dict:
+        method = self._method_or_none()
+        params = {} if method is None else method.defaults()
+        params.update(self.__dict__.get("_hyper", {}))
+        return params
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params.update(self._hyper_params())
+        return params
+
+    def set_params(self, **params):
+        if "method" in params:
+            self.method = params.pop("method")
+        own = set(self._get_param_names())
+        method = self._method_or_none()
+        for key, value in params.items():
+            if key in own:
+                setattr(self, key, value)
+            elif method is None or key in method.hyper_names:
+                self._hyper[key] = value
+            else:
+                raise HyperparameterError(
+                    f"{method.name} has no hyperparameter {key!r}; its hyperparameters are: "
+                    f"{', '.join(method.hyper_names) or '(none)'}", key, value)
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
 
     # --- input handling ----------------------------------------------------------------
     def _split_task(self, X, task):
-        X = np.asarray(X)
+        """(features (n, d) as an array or DataFrame, task labels (n,))."""
+        if _is_sparse(X):
+            raise DataError("sparse X is not supported; pass a dense array")
         if task is not None:
             return X, np.asarray(task)
         if self.task_col is None:
-            raise ValueError("pass task= (per-row task labels) or set task_col")
+            n = len(X) if hasattr(X, "__len__") else np.asarray(X).shape[0]
+            return X, np.full(n, SINGLE_TASK, dtype=object)
+        if hasattr(X, "columns"):
+            col = self.task_col if self.task_col in X.columns else X.columns[self.task_col]
+            return X.drop(columns=[col]), X[col].to_numpy()
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise DataError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
         keep = np.ones(X.shape[1], dtype=bool)
-        keep[self.task_col] = False
+        try:
+            keep[self.task_col] = False
+        except IndexError:
+            raise DataError(f"task_col={self.task_col!r} is not a column of X ({X.shape[1]} "
+                            "columns)") from None
         return X[:, keep], X[:, self.task_col]
+
+    def _features(self, X, reset):
+        """Feature matrix (n, d) float; records (fit) or checks (predict) the column names of
+        a DataFrame: the same columns in another order are reordered, others are an error."""
+        names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+        if reset:
+            self._feature_names = names
+        elif names is not None and getattr(self, "named_features_", False):
+            expected = list(self.features_)
+            if names != expected:
+                if sorted(names) != sorted(expected):
+                    raise DataError(f"X has feature names {names}, but the model was fitted "
+                                    f"on {expected}")
+                X = X[[X.columns[names.index(n)] for n in expected]]  # same columns, reordered
+        try:
+            arr = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"X must be numeric: {err}") from None
+        return arr
 
     def _data(self, X, y, task):
         X, task = self._split_task(X, task)
-        return MultiTaskData.from_arrays(X, y, task, kind=self._kind)
+        features = self._features(X, reset=True)
+        return MultiTaskData.from_arrays(features, np.asarray(y), task, kind=self._kind,
+                                         feature_names=self._feature_names)
 
-    def _settings(self):
-        inference = self.inference
-        if inference not in ("map", "nuts", "svi"):
-            raise ValueError(f"inference must be 'map', 'nuts' or 'svi'; got {inference!r}")
-        loss_scale = self.loss_scale or ("mean" if inference == "map" else "sum")
-        if self._kind == CLASSIFICATION:
-            likelihood = BernoulliLogit()
-        else:
-            noise = self.noise
-            if noise is None:
-                noise = PAPER_SQUARED_LOSS_NOISE if inference == "map" else "shared"
-            likelihood = Gaussian(noise)
-        likelihood.check()
-        if not self.lam > 0:
-            raise ValueError(f"lam must be positive; got {self.lam}")
-        if not self.ridge >= 0:
-            raise ValueError(f"ridge must be non-negative; got {self.ridge}")
-        return inference, loss_scale, likelihood
+    def _settings(self) -> Settings:
+        values = {}
+        for name in Settings._fields:
+            if name in ("max_iter", "tol", "deadline"):
+                continue
+            value = getattr(self, name)
+            check = _SETTING_CHECKS.get(name)
+            if check is not None:
+                try:
+                    value = check(value)
+                except (TypeError, ValueError) as err:
+                    raise HyperparameterError(f"{name} {err}; got {value!r}", name,
+                                              value) from None
+            values[name] = value
+        return Settings(**values)
 
     # --- fitting -------------------------------------------------------------------------
     def fit(self, X, y, task=None):
         """Fit on rows X (n, d) with targets y (n,) and task labels (argument or column)."""
+        method = registry.get(self.method)
+        settings = self._settings()
+        hyper = registry.validate(method, self._hyper_params())
         data = self._data(X, y, task)
-        inference, loss_scale, likelihood = self._settings()
         start = time.perf_counter()
-        member = self._family_member(data)
-        if member is not False:
-            prior = self._fit_family(data, member, inference, loss_scale, likelihood)
-        else:
-            prior = resolve_prior(self.prior)
-            prior.check(data.n_tasks)
-            self._fit_omega_prior(data, prior, inference, loss_scale, likelihood)
+        self.fit_result_, self.idata_ = registry.fit(data, method, hyper, settings)
         self.fit_time_ = time.perf_counter() - start
-        self.idata_.attrs.update(prior=getattr(prior, "name", "pooled"), lam=float(self.lam),
-                                 ridge=float(self.ridge),
-                                 inference=inference)
-        post = self.idata_.posterior
-        self.W_ = post["W"].values.reshape(-1, *post["W"].shape[2:])  # (draws, d, m)
-        self.b_ = post["b"].values.reshape(-1, post["b"].shape[-1])  # (draws, m)
-        self.omega_ = post["omega"].values.reshape(-1, *post["omega"].shape[2:]).mean(0)
-        self.task_names_ = data.task_names
-        self.feature_names_in_ = np.asarray(data.feature_names, dtype=object) \
-            if hasattr(X, "columns") else None
+        self.idata_.attrs.update(method=method.name, inference=settings.inference)
+        self._set_fitted(data, method, self.idata_.posterior)
         self.n_features_in_ = data.n_features + (self.task_col is not None and task is None)
-        if self._kind == CLASSIFICATION:
-            self.classes_ = np.asarray(data.label_values)
+        self.named_features_ = self._feature_names is not None
+        if hasattr(X, "columns"):
+            self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
         return self
 
-    def _fit_omega_prior(self, data, prior, inference, loss_scale, likelihood):
-        """The matrix-normal model with an Ω prior: MAP, NUTS or SVI into ``idata_``."""
-        if inference == "map":
-            params = self._fit_map(data, prior, likelihood, loss_scale)
-            self.idata_ = from_point(params, task_names=data.task_names,
-                                     feature_names=data.feature_names)
-        else:
-            args, kw = model_inputs(data, loss_scale)
-            kw.update(omega_prior=prior, likelihood=likelihood, lam=self.lam, ridge=self.ridge,
-                      noncentered=self.noncentered)
-            if inference == "nuts":
-                from .inference.mcmc import run_nuts
-                self.mcmc_ = run_nuts(mtl_model, *args, num_warmup=self.num_warmup,
-                                      num_samples=self.num_samples, num_chains=self.num_chains,
-                                      seed=self.seed, progress_bar=self.progress_bar, **kw)
-                self.idata_ = from_mcmc(self.mcmc_, task_names=data.task_names,
-                                        feature_names=data.feature_names,
-                                        var_names=_reported(self.mcmc_.get_samples()))
-            else:
-                from .inference.svi import run_svi
-                self.svi_result_, samples = run_svi(
-                    mtl_model, *args, guide=self.guide, num_steps=self.svi_steps,
-                    num_samples=self.num_samples, seed=self.seed,
-                    progress_bar=self.progress_bar, **kw)
-                self.idata_ = to_datatree({k: v for k, v in samples.items()
-                                           if k in _reported(samples)},
-                                          task_names=data.task_names,
-                                          feature_names=data.feature_names)
+    def _set_fitted(self, data, method, post):
+        def draws(name):
+            v = post[name].values
+            return v.reshape(-1, *v.shape[2:])
 
-    def _family_member(self, data):
-        """The L2MT-family member named by ``prior`` (None = pooled), or False if ``prior`` is
-        a matrix-normal Ω prior (see :mod:`bayesmtl.selection`)."""
-        from .selection import MEMBERS, is_member, make_member
-
-        if isinstance(self.prior, str) and self.prior in MEMBERS and self.prior not in PRIORS:
-            return make_member(self.prior, data.n_tasks, self.lam2)
-        if is_member(self.prior):
-            return self.prior
-        return False
-
-    def _fit_family(self, data, member, inference, loss_scale, likelihood):
-        """MAP by the member's exact solver; NUTS on the member's Gibbs joint."""
-        from .models.family import sample_family
-        from .selection import fit_member
-
-        noise = getattr(likelihood, "noise", None)
-        if isinstance(noise, str):
-            raise ValueError("family members need a fixed noise (a float)")
-        if inference == "map":
-            fit = fit_member(data, member, float(self.lam), loss_scale=loss_scale, noise=noise)
-            self.map_result_ = fit.raw
-            self.idata_ = from_point({"W": fit.W, "b": fit.b, "omega": fit.omega},
-                                     task_names=data.task_names,
-                                     feature_names=data.feature_names)
-        elif inference == "nuts" and hasattr(member, "omega_step"):
-            self.idata_ = sample_family(data, member, float(self.lam), loss_scale=loss_scale,
-                                        noise=noise, num_warmup=self.num_warmup,
-                                        num_samples=self.num_samples,
-                                        num_chains=self.num_chains, seed=self.seed,
-                                        progress_bar=self.progress_bar)
-        else:
-            raise ValueError(f"inference={inference!r} is not available for the "
-                             f"{getattr(member, 'name', 'pooled')} member; use 'map'"
-                             + (" or 'nuts'" if hasattr(member, "omega_step") else ""))
-        return member
-
-    def _fit_map(self, data, prior, likelihood, loss_scale):
-        if isinstance(prior, P.LKJ):
-            raise ValueError(
-                "the joint MAP of (W, Ω) does not exist under the LKJ prior: the density grows "
-                "without bound as Ω becomes singular with W in its span. Use inference='nuts' "
-                "or 'svi', or an InverseWishart prior")
-        if isinstance(prior, P.MTRL):
-            noise = likelihood.noise if isinstance(likelihood, Gaussian) else None
-            if isinstance(noise, str):
-                raise ValueError("MTRL MAP needs a fixed noise (a float)")
-            r = fit_mtrl(data, self.lam, self.ridge, loss_scale=loss_scale, noise=noise)
-            self.map_result_ = r
-            return {"W": r.W, "b": r.b, "omega": r.omega}
-        if (isinstance(prior, P.Fixed) and isinstance(likelihood, Gaussian)
-                and not isinstance(likelihood.noise, str)):
-            # conjugate: the MAP (= posterior mean) of W, b is one exact linear solve
-            omega = prior.matrix(data.n_tasks)
-            W, b = _exact_gaussian(data, omega, self.lam, self.ridge, likelihood.noise,
-                                   loss_scale)
-            return {"W": W, "b": b, "omega": omega}
-        args, kw = model_inputs(data, loss_scale)
-        r = map_estimate(mtl_model, *args, omega_prior=prior, likelihood=likelihood,
-                         lam=self.lam, ridge=self.ridge, seed=self.seed, **kw)
-        self.map_result_ = r
-        return {k: v for k, v in r.params.items() if k in ("W", "b", "omega", "noise")}
+        self.method_name_ = method.name
+        self.inference_ = post.attrs.get("inference", self.inference)
+        self.W_, self.b_ = draws("W"), draws("b")  # (draws, d, m), (draws, m)
+        self.coef_, self.intercept_ = self.W_.mean(0), self.b_.mean(0)
+        var = RELATIONS[method.relation][0]
+        if var is not None and var in post:
+            setattr(self, f"{var}_", draws(var).mean(0))
+        self.noise_ = draws("noise") if "noise" in post else None
+        self.task_names_ = data.task_names
+        self.features_ = data.feature_names
+        if self._kind == CLASSIFICATION:
+            self.classes_ = np.asarray(data.label_values)
 
     # --- prediction ----------------------------------------------------------------------
-    def _draw_predictions(self, X, task):
+    def _draw_predictions(self, X, task, probability=True):
+        """((draws, n) predictions per posterior draw, (n,) task index): the linear predictor
+        f, or P(y = 1) for classification when ``probability``."""
         check_is_fitted(self, "W_")
         X, task = self._split_task(X, task)
-        X = check_features(X, self.W_.shape[1])
+        X = check_features(self._features(X, reset=False), self.W_.shape[1])
         index = task_index(self.task_names_, task)
-        clf = self._kind == CLASSIFICATION
-        f = jax.vmap(lambda W, b: predict_linear(X, index, W, b, clf))(
+        sigmoid = probability and self._kind == CLASSIFICATION
+        f = jax.vmap(lambda W, b: predict_linear(X, index, W, b, sigmoid))(
             jnp.asarray(self.W_), jnp.asarray(self.b_))
-        return np.asarray(f)  # (draws, n)
+        return np.asarray(f), index
 
+    # --- persistence ---------------------------------------------------------------------
     def save(self, path):
-        """Write the fitted model to a folder (JSON + npz; no pickle)."""
+        """Write the fitted model to a folder (JSON + npz; no pickle), atomically."""
         check_is_fitted(self, "W_")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         params = self.get_params()
-        if not isinstance(params["prior"], str):
-            params["prior"] = _prior_to_json(params["prior"])
-        meta = {"class": type(self).__name__, "params": params,
-                "task_names": list(self.task_names_), "fit_time": self.fit_time_,
-                "n_features_in": int(self.n_features_in_)}
-        (path / "model.json").write_text(json.dumps(meta, indent=2))
-        np.savez_compressed(path / "arrays.npz", W=self.W_, b=self.b_, omega=self.omega_,
-                            classes=getattr(self, "classes_", np.zeros(0)))
-
-
-def _prior_to_json(prior):
-    d = {"name": prior.name}
-    for k, v in vars(prior).items():
-        d[k] = np.asarray(v).tolist() if not isinstance(v, str) else v
-    return d
-
-
-def _prior_from_json(d):
-    if isinstance(d, str):
-        return d
-    from .models import family as F
-    from .models.schatten import Schatten, SquaredSchatten
-
-    d = dict(d)
-    name = d.pop("name")
-    classes = {"fixed": P.Fixed, "inverse_wishart": P.InverseWishart, "lkj": P.LKJ,
-               "mtrl": P.MTRL, "graph": F.GraphLaplacian, "clustered": F.Clustered,
-               "glmtl": F.SparsePrecision, "spats": F.SparseCovariance,
-               "reconstruction": F.SparseReconstruction, "schatten": Schatten,
-               "squared_schatten": SquaredSchatten}
-    return classes[name](**d)
-
-
-def load_estimator(path):
-    """Load a model written by ``save`` (no pickle involved)."""
-    path = Path(path)
-    meta = json.loads((path / "model.json").read_text())
-    cls = {"MTLRegressor": MTLRegressor, "MTLClassifier": MTLClassifier}[meta["class"]]
-    params = meta["params"]
-    params["prior"] = _prior_from_json(params["prior"])
-    est = cls(**params)
-    with np.load(path / "arrays.npz") as arrays:
-        est.W_, est.b_, est.omega_ = arrays["W"], arrays["b"], arrays["omega"]
-        if arrays["classes"].size:
-            est.classes_ = arrays["classes"]
-    est.task_names_ = tuple(meta["task_names"])
-    est.fit_time_ = meta["fit_time"]
-    est.n_features_in_ = meta["n_features_in"]
-    return est
-
-
-def _reported(samples):
-    """Sites worth exporting (drop internal parameterisation sites)."""
-    return [k for k in samples if k in ("W", "b", "omega", "noise", "omega_scale")]
-
-
-@jax.jit(static_argnames=("m",))
-def _solve_fixed(X, y, task, weights, noise, precision, ridge, m):
-    d = X.shape[1]
-    return gaussian_w_step(X, y, task, weights, noise, precision, ridge, jnp.zeros((d, m)),
-                           jnp.zeros(m), m)
-
-
-def _exact_gaussian(data, omega, lam, ridge, noise, loss_scale):
-    precision = lam * np.linalg.inv(omega)
-    weights = row_weights(data.task, data.n_tasks, loss_scale)
-    W, b = _solve_fixed(jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task),
-                        jnp.asarray(weights), float(noise), jnp.asarray(precision),
-                        float(ridge), data.n_tasks)
-    return np.asarray(W), np.asarray(b)
+        if not isinstance(params["method"], str):
+            raise ModelFileError("only registered methods (by name) can be saved; register "
+                                 f"{params['method'].name!r} and pass its name")
+        meta = {"class": type(self).__name__, "params": params, "method": self.method_name_,
+                "inference": self.inference_, "task_names": [str(t) for t in self.task_names_],
+                "features": list(self.features_), "named_features": self.named_features_,
+                "feature_names_in": (None if getattr(self, "feature_names_in_", None) is None
+                                     else [str(f) for f in self.feature_names_in_]),
+                "fit_time": self.fit_time_, "n_features_in": int(self.n_features_in_)}
+        arrays = {"W": self.W_, "b": self.b_}
+        var = RELATIONS[registry.get(self.method_name_).relation][0]
+        if var is not None and hasattr(self, f"{var}_"):
+            arrays[var] = getattr(self, f"{var}_")
+        if self.noise_ is not None:
+            arrays["noise"] = self.noise_
+        if self._kind == CLASSIFICATION:
+            arrays["classes"] = np.asarray(self.classes_).astype(str)
+            meta["class_kind"] = np.asarray(self.classes_).dtype.kind
+        write_model(path, meta, arrays)
 
 
 class MTLRegressor(RegressorMixin, _MTLBase):
-    """Multi-task regression with a task-covariance prior (see ``bayesmtl.models``).
+    """Multi-task regression with any registered method (see the module docstring).
 
-    Parameters: ``prior`` (name or OmegaPrior), ``lam`` (λ, prior precision scale),
-    ``ridge`` (ρ), ``inference`` ("map", "nuts", "svi"), ``loss_scale`` ("mean"/"sum"),
-    ``noise`` (σ or "shared"/"task"), ``task_col``, sampler settings, ``seed``.
-    Fitted: ``W_`` (draws, d, m), ``b_`` (draws, m), ``omega_`` (m, m) posterior mean,
-    ``idata_`` (ArviZ DataTree), ``task_names_``, ``fit_time_``.
+    Parameters: ``method`` (a registered name, default "mtrl") and its hyperparameters
+    (e.g. ``lam``), ``inference`` ("map", "nuts", "gibbs", "svi"), ``task_col``,
+    ``loss_scale`` ("mean"/"sum"; default by inference), ``noise`` (σ, or "shared"/"task"
+    for sampling), sampler settings, ``seed``.
+    Fitted: ``W_`` (draws, d, m), ``b_`` (draws, m), ``coef_`` (d, m), ``intercept_`` (m,),
+    the task relation's posterior mean (``omega_``, ``transfer_graph_`` or ``combination_``),
+    ``idata_`` (ArviZ DataTree), ``fit_result_`` (the MAP fit, None when sampled),
+    ``task_names_``, ``fit_time_``.
     """
 
     def predict(self, X, task=None, return_std=False):
-        """Posterior mean prediction (and its posterior standard deviation)."""
-        f = self._draw_predictions(X, task)
-        return (f.mean(0), f.std(0)) if return_std else f.mean(0)
+        """Posterior mean prediction (n,); with ``return_std`` also the posterior predictive
+        standard deviation sqrt(Var f + E σ²) (sampled fits only: a MAP fit has none)."""
+        f, index = self._draw_predictions(X, task)
+        if not return_std:
+            return f.mean(0)
+        if self.inference_ == "map":
+            raise HyperparameterError(
+                "return_std needs posterior draws; this is a MAP fit (inference='map'), which "
+                "has no predictive uncertainty. Fit with inference='nuts', 'gibbs' or 'svi'",
+                "return_std", True)
+        noise_var = 0.0
+        if self.noise_ is not None:
+            s2 = self.noise_**2
+            noise_var = s2.mean() if s2.ndim == 1 else s2.mean(0)[index]
+        elif isinstance(self.noise, (int, float)):
+            noise_var = float(self.noise) ** 2
+        return f.mean(0), np.sqrt(f.var(0) + noise_var)
 
     def score(self, X, y, task=None, sample_weight=None):
         from sklearn.metrics import r2_score
@@ -373,12 +346,23 @@ class MTLRegressor(RegressorMixin, _MTLBase):
 
 
 class MTLClassifier(ClassifierMixin, _MTLBase):
-    """Multi-task binary classification (Bernoulli-logit); labels {0, 1} or {-1, +1}."""
+    """Multi-task binary classification (Bernoulli-logit) with any registered method; any two
+    labels per data set (``classes_`` holds them, the larger one is the positive class)."""
 
     _kind = CLASSIFICATION
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def decision_function(self, X, task=None):
+        """(n,) posterior mean of the linear predictor f (log-odds of the positive class)."""
+        return self._draw_predictions(X, task, probability=False)[0].mean(0)
+
     def predict_proba(self, X, task=None):
-        p = self._draw_predictions(X, task).mean(0)
+        """(n, 2) posterior mean probabilities of ``classes_[0]`` and ``classes_[1]``."""
+        p = self._draw_predictions(X, task)[0].mean(0)
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X, task=None):
@@ -388,3 +372,76 @@ class MTLClassifier(ClassifierMixin, _MTLBase):
         from sklearn.metrics import accuracy_score
 
         return accuracy_score(y, self.predict(X, task), sample_weight=sample_weight)
+
+
+def _is_sparse(X) -> bool:
+    import scipy.sparse
+
+    return scipy.sparse.issparse(X)
+
+
+def load_estimator(path):
+    """Load a model written by ``save`` (no pickle involved).
+
+    Raises :class:`~bayesmtl.errors.ModelFileError` when the folder is corrupt, incomplete,
+    from an incompatible version or inconsistent (array shapes against the metadata), and
+    :class:`~bayesmtl.errors.MethodError` when its method is not registered in this session.
+    """
+    meta, arrays = read_model(path)
+    try:
+        cls = {"MTLRegressor": MTLRegressor, "MTLClassifier": MTLClassifier}[meta["class"]]
+        method = registry.get(meta["method"])
+        est = cls(**meta["params"])
+        tasks = tuple(meta["task_names"])
+        features = tuple(meta["features"])
+        W, b = arrays["W"], arrays["b"]
+        fit_time, n_features_in = float(meta["fit_time"]), int(meta["n_features_in"])
+    except MethodError:
+        raise
+    except (KeyError, TypeError, ValueError, HyperparameterError) as err:
+        raise ModelFileError(f"{path} is corrupt or from an incompatible version: "
+                             f"{type(err).__name__}: {err}") from None
+    m, d = len(tasks), len(features)
+    n_draws = W.shape[0] if W.ndim == 3 else -1
+    expected = {"W": (n_draws, d, m), "b": (n_draws, m)}
+    var = RELATIONS[method.relation][0]
+    if var is not None and var in arrays:
+        expected[var] = (m, m)
+    if "noise" in arrays:
+        expected["noise"] = (n_draws,) + arrays["noise"].shape[1:2]
+        if arrays["noise"].ndim == 2:
+            expected["noise"] = (n_draws, m)
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise ModelFileError(f"{path}: array {name} has shape {arrays[name].shape}, but the "
+                                 f"model has {m} tasks and {d} features (expected {shape})")
+    est.W_, est.b_ = W, b
+    est.coef_, est.intercept_ = W.mean(0), b.mean(0)
+    if var is not None and var in arrays:
+        setattr(est, f"{var}_", arrays[var])
+    est.noise_ = arrays.get("noise")
+    est.method_name_ = method.name
+    est.task_names_, est.features_ = tasks, features
+    est.fit_time_, est.n_features_in_ = fit_time, n_features_in
+    est.fit_result_ = None
+    est.inference_ = meta.get("inference", "map")
+    est.named_features_ = bool(meta.get("named_features", False))
+    if meta.get("feature_names_in") is not None:
+        est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+    if cls is MTLClassifier:
+        classes = arrays.get("classes")
+        if classes is None or classes.shape != (2,):
+            raise ModelFileError(f"{path}: a classifier needs its two class labels")
+        est.classes_ = _restore_labels(classes, meta.get("class_kind", "U"))
+    return est
+
+
+def _restore_labels(classes, kind):
+    """Class labels saved as str back to their dtype kind (i, u, f, b, U, O)."""
+    if kind in "iu":
+        return classes.astype(np.int64)
+    if kind == "f":
+        return classes.astype(np.float64)
+    if kind == "b":
+        return classes == "True"
+    return classes

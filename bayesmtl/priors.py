@@ -19,12 +19,10 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-__all__ = ["PriorError", "OmegaPrior", "Fixed", "InverseWishart", "LKJ", "MTRL",
+from .errors import PriorError
+
+__all__ = ["OmegaPrior", "Fixed", "InverseWishart", "LKJ", "MTRL",
            "check_covariance"]
-
-
-class PriorError(ValueError):
-    """A prior's hyperparameters or a user-supplied matrix are invalid."""
 
 
 def check_covariance(omega, m: int | None = None, name: str = "omega",

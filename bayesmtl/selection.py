@@ -1,12 +1,13 @@
-r"""Model selection for the task-relation family: λ paths, K-fold CV, and the evidence.
+r"""Model selection over the method registry: λ paths, K-fold CV, comparisons, the evidence.
 
-* :func:`fit_member` — one entry point for every member: STL, pooled, MTRL, the Schatten
-  members and the :mod:`bayesmtl.models.family` members, each by its exact MAP solver.
-* :func:`regularisation_path` — fits along a λ grid from strong to weak regularisation, each
-  fit warm-started at the previous one.
+* :func:`regularisation_path` — MAP fits along a path grid (strong → weak), each
+  warm-started at the previous one.
 * :func:`cross_validate` — K-fold CV inside the training data (folds within every task,
-  stratified by class per task for classification), folds in parallel threads (JAX releases
-  the GIL while it computes), the whole (λ, λ₂) grid per fold as warm-started paths.
+  stratified by class per task for classification) over a method's hyperparameter grid, with a
+  choice of score (:data:`SCORERS`); folds in parallel threads (JAX releases the GIL while it
+  computes). Says when a choice sits on the grid's edge and when CV fits did not converge.
+* :func:`compare` — for each method: CV on the training data, refit, test score; with a time
+  limit per method (methods over it are listed as skipped, never dropped).
 * :func:`log_evidence` / :func:`select_by_evidence` — the Bayesian alternative where it is
   available in closed form: Gaussian likelihood with a fixed task precision (STL, graph,
   mean-regularised): p(y | λ) = ∫ p(y | W, b) N(W; 0, (λP ⊗ I)⁻¹) dW db with flat b.
@@ -14,155 +15,137 @@ r"""Model selection for the task-relation family: λ paths, K-fold CV, and the e
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from .data import MultiTaskData
-from .models import family as F
+from . import methods as registry
+from .data import CLASSIFICATION, MultiTaskData
+from .errors import (
+    BayesMTLError,
+    ConvergenceWarning,
+    DataError,
+    GridEdgeWarning,
+    HyperparameterError,
+)
+from .methods.registry import Fit, Settings
 from .models.losses import linear_predictor
-from .models.matrix_normal import ConvergenceWarning, _task_blocks, fit_mtrl
-from .priors import MTRL
+from .models.matrix_normal import _task_blocks
 
-__all__ = ["MEMBERS", "is_member", "make_member", "fit_member", "predict_member",
-           "regularisation_path", "cross_validate", "CVResult", "log_evidence",
-           "select_by_evidence", "score", "compare_members"]
+__all__ = ["SCORERS", "score", "predict_fit", "regularisation_path", "task_folds",
+           "cross_validate", "CVResult", "compare", "log_evidence", "select_by_evidence"]
 
 
-def _stl(m, lam2=None):
-    del lam2
-    return F.GraphLaplacian(np.zeros((m, m)), ridge=1.0)
+# ----------------------------------------------------------------------------- scores
 
 
-def _clustered(m):
-    """Jacob et al.'s set with c = 1 and a = k = ⌈√m⌉ "effective clusters" (only a/c and b/c
-    matter: the scale of Ω is absorbed by λ; with a ≤ c the set is MTRL's tr Ω = a)."""
-    k = float(max(2, int(np.ceil(np.sqrt(m)))))
-    return F.Clustered(a=k, b=1e-3, c=1.0)
+def _rmse(y, f, task, m):
+    del task, m
+    return float(np.sqrt(np.mean((f - y) ** 2)))
 
 
-def _schatten(m, lam2, r=1.0):
-    from .models.schatten import Schatten
-    del m
-    return Schatten(r=r, lam2=lam2)
+def _mse(y, f, task, m):
+    del task, m
+    return float(np.mean((f - y) ** 2))
 
 
-def _squared_schatten(m, lam2=None, r=2.0):
-    from .models.schatten import SquaredSchatten
-    del m, lam2
-    return SquaredSchatten(r=r)
+def _mae(y, f, task, m):
+    del task, m
+    return float(np.mean(np.abs(f - y)))
 
 
-#: name -> (factory (m, λ₂) -> member, whether λ₂ is a hyperparameter)
-MEMBERS = {
-    "stl": (_stl, False),
-    "pooled": (None, False),
-    "rmtl": (lambda m, lam2=None: F.mean_regularised(m), False),
-    "clustered": (lambda m, lam2=None: _clustered(m), False),
-    "mtrl": (lambda m, lam2=None: MTRL(), False),
-    "glmtl": (lambda m, lam2: F.SparsePrecision(lam2), True),
-    "spats": (lambda m, lam2: F.SparseCovariance(lam2), True),
-    "schatten": (_schatten, True),
-    "squared_schatten": (_squared_schatten, False),
-    "reconstruction": (lambda m, lam2: F.SparseReconstruction(lam2), True),
+def _error(y, f, task, m):
+    del task, m
+    return float(100.0 * np.mean((f > 0) != (y > 0.5)))
+
+
+def _log_loss(y, f, task, m):
+    del task, m
+    return float(np.mean(np.logaddexp(0.0, -(2.0 * y - 1.0) * f)))
+
+
+def _auc(y, f, task, m):
+    """Mean over tasks of the per-task ROC AUC (tasks with one class are left out)."""
+    from sklearn.metrics import roc_auc_score
+
+    values = [roc_auc_score(y[task == i], f[task == i]) for i in range(m)
+              if 0 < y[task == i].sum() < (task == i).sum()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+#: name → (score(y, f, task, m), kind, greater is better); f is the linear predictor
+SCORERS = {
+    "rmse": (_rmse, "regression", False),
+    "mse": (_mse, "regression", False),
+    "mae": (_mae, "regression", False),
+    "error": (_error, CLASSIFICATION, False),
+    "log_loss": (_log_loss, CLASSIFICATION, False),
+    "auc": (_auc, CLASSIFICATION, True),
 }
+DEFAULT_SCORING = {"regression": "rmse", CLASSIFICATION: "error"}
 
 
-def is_member(obj) -> bool:
-    """Whether ``obj`` is a family member solved by :func:`fit_member` (not a plain Ω prior)."""
-    if hasattr(obj, "omega_step"):
-        return True
-    from .models.schatten import Schatten, SquaredSchatten
-    return isinstance(obj, (Schatten, SquaredSchatten))
+def _scorer(scoring, data):
+    scoring = DEFAULT_SCORING[data.kind] if scoring is None else scoring
+    if scoring not in SCORERS or SCORERS[scoring][1] != data.kind:
+        valid = [k for k, v in SCORERS.items() if v[1] == data.kind]
+        raise HyperparameterError(f"scoring must be one of {valid} for {data.kind} data; got "
+                                  f"{scoring!r}", "scoring", scoring)
+    return scoring
 
 
-def make_member(name: str, m: int, lam2: float | None = None):
-    """The member called ``name`` (see :data:`MEMBERS`) for m tasks; ``None`` for pooled."""
-    if name not in MEMBERS:
-        raise ValueError(f"unknown member {name!r}; choose from {sorted(MEMBERS)}")
-    factory, needs_lam2 = MEMBERS[name]
-    if factory is None:
-        return None
-    if needs_lam2 and lam2 is None:
-        raise ValueError(f"member {name!r} needs lam2 (λ₂)")
-    return factory(m, lam2)
+def predict_fit(fit: Fit, X, task) -> np.ndarray:
+    """(N,) linear predictor f = x w_t + b_t of a MAP fit (log-odds for classification)."""
+    return np.asarray(linear_predictor(X, task, fit.W, fit.b))
 
 
-class MemberFit(NamedTuple):
-    """W (d, m), b (m,), omega (m, m), objective, converged, and the solver's own result."""
-
-    W: np.ndarray
-    b: np.ndarray
-    omega: np.ndarray
-    objective: float
-    converged: bool
-    raw: object
+def score(fit: Fit, data: MultiTaskData, scoring: str | None = None) -> float:
+    """The ``scoring`` score (default RMSE, or error % for classification) of ``fit``."""
+    scoring = _scorer(scoring, data)
+    return SCORERS[scoring][0](data.y, predict_fit(fit, data.X, data.task), data.task,
+                               data.n_tasks)
 
 
-def fit_member(data: MultiTaskData, member, lam: float, *, init=None, loss_scale="mean",
-               noise=None, max_iter=None, tol=None) -> MemberFit:
-    """MAP of a member (an object from :func:`make_member`, or ``None`` = pooled).
-
-    ``init`` is a previous :class:`MemberFit` of the same member (warm start). ``max_iter``
-    and ``tol`` override the outer-loop settings of the alternating family members (e.g. a
-    looser tolerance inside cross-validation); other solvers keep their own.
-    """
-    solver_kw = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
-    raw_init = None if init is None else init.raw
-    if member is None:
-        r = F.fit_pooled(data, lam, loss_scale=loss_scale, noise=noise)
-    elif isinstance(member, MTRL):
-        r = fit_mtrl(data, lam, loss_scale=loss_scale, noise=noise,
-                     init=None if raw_init is None else (raw_init.W, raw_init.b))
-    elif hasattr(member, "omega_step"):
-        r = F.fit_family(data, member, lam, loss_scale=loss_scale, noise=noise,
-                         init=None if raw_init is None else (raw_init.W, raw_init.b,
-                                                             raw_init.state), **solver_kw)
-    else:
-        from .models.schatten import fit_schatten
-        r = fit_schatten(data, member, lam, loss_scale=loss_scale, noise=noise,
-                         init=None if raw_init is None else (raw_init.W, raw_init.b))
-    return MemberFit(np.asarray(r.W), np.asarray(r.b), np.asarray(r.omega), float(r.objective),
-                     bool(r.converged), r)
+# ----------------------------------------------------------------------------- paths
 
 
-def predict_member(fit: MemberFit, X, task, classification=False) -> np.ndarray:
-    """(N,) predictions: f, or hard labels {0, 1} for classification."""
-    f = np.asarray(linear_predictor(X, task, fit.W, fit.b))
-    return (f > 0).astype(float) if classification else f
+class TimeLimitReached(BayesMTLError):
+    """The time limit of a selection ran out (internal; :func:`compare` reports it)."""
 
 
-def score(fit: MemberFit, data: MultiTaskData) -> float:
-    """RMSE (regression) or error % (classification) of ``fit`` on ``data``."""
-    clf = data.kind == "classification"
-    pred = predict_member(fit, data.X, data.task, clf)
-    if clf:
-        return float(100.0 * np.mean(pred != data.y))
-    return float(np.sqrt(np.mean((pred - data.y) ** 2)))
+def _check_deadline(settings: Settings):
+    if settings.deadline is not None and time.monotonic() > settings.deadline:
+        raise TimeLimitReached("time limit reached")
 
 
-def regularisation_path(data: MultiTaskData, member, lam_grid, **kw) -> list[MemberFit]:
-    """Fits at every λ of ``lam_grid`` (in the given order; pass it strong → weak), each
-    warm-started at the previous fit. Convergence warnings are collected, not silenced:
-    a fit that stops unconverged has ``converged=False``."""
+def regularisation_path(data: MultiTaskData, method, path_grid, hyper=None, *,
+                        path="lam", settings: Settings | None = None) -> list[Fit]:
+    """MAP fits at every value of ``path_grid`` for hyperparameter ``path`` (in the given
+    order; pass it strong → weak), each warm-started at the previous fit; ``hyper`` holds
+    the other hyperparameters. Unconverged fits are marked ``converged=False`` (their
+    warnings are left to the caller)."""
+    settings = Settings() if settings is None else settings
     fits, prev = [], None
-    for lam in lam_grid:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            prev = fit_member(data, member, float(lam), init=prev, **kw)
+    for value in path_grid:
+        _check_deadline(settings)
+        prev, _ = registry.fit(data, method, {**(hyper or {}), path: float(value)}, settings,
+                               init=prev)
         fits.append(prev)
     return fits
 
 
 def task_folds(data: MultiTaskData, n_folds: int, seed: int = 0) -> np.ndarray:
     """(N,) fold index: K-fold within each task (stratified by class for classification)."""
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+        raise HyperparameterError(f"n_folds must be an integer ≥ 2; got {n_folds!r}",
+                                  "n_folds", n_folds)
     rng = np.random.default_rng(seed)
     fold = np.empty(len(data.y), dtype=int)
-    strata = data.task * 2 + (data.y > 0.5 if data.kind == "classification" else 0)
+    strata = data.task * 2 + (data.y > 0.5 if data.kind == CLASSIFICATION else 0)
     offset = 0
     for s in np.unique(strata):
         idx = rng.permutation(np.flatnonzero(strata == s))
@@ -172,76 +155,222 @@ def task_folds(data: MultiTaskData, n_folds: int, seed: int = 0) -> np.ndarray:
                        for i in range(data.n_tasks)])
     if np.any(counts == 0):
         bad = data.task_names[int(np.argmin(counts))]
-        raise ValueError(f"task {bad!r} has too few rows for {n_folds}-fold CV")
+        raise DataError(f"task {bad!r} has {data.n_per_task[int(np.argmin(counts))]} rows, too "
+                        f"few for {n_folds}-fold CV (every fold needs a row of every task)")
     return fold
 
 
 @dataclass(frozen=True)
 class CVResult:
-    """scores (n_lam2, n_lam) mean CV score (RMSE or error %), best (lam, lam2), grids, time."""
+    """Cross-validation over a grid.
 
+    method, scoring : what was selected and by which score.
+    grid : {name: values} (the path hyperparameter first, in path order: strong → weak).
+    scores : array over the grid (axes in ``grid`` order) of the mean validation score.
+    best : the chosen hyperparameters; best_score their score.
+    on_edge : names whose chosen value is the first or last of a grid with > 1 values.
+    n_fits, n_unconverged : CV fits run and how many stopped before their tolerance.
+    seconds : wall time.
+    """
+
+    method: str
+    scoring: str
+    grid: dict
     scores: np.ndarray
-    lam_grid: tuple
-    lam2_grid: tuple
-    lam: float
-    lam2: float | None
+    best: dict
+    best_score: float
+    on_edge: tuple
+    n_fits: int
+    n_unconverged: int
     seconds: float
 
+    @property
+    def converged(self) -> bool:
+        return self.n_unconverged == 0
 
-def cross_validate(data: MultiTaskData, name: str, lam_grid, lam2_grid=(None,), *,
-                   n_folds: int = 3, seed: int = 0, n_jobs: int = 1, **kw) -> CVResult:
-    """K-fold CV over (λ, λ₂) for member ``name`` on the training data only.
+    @property
+    def lam(self):
+        return self.best.get("lam")
 
-    λ paths run from the largest λ down with warm starts. Ties go to the larger λ. Returns
-    the mean validation score per grid point and the chosen (λ, λ₂).
+    @property
+    def lam2(self):
+        return self.best.get("lam2")
+
+
+def _grid(method, grid):
+    """The CV grid: the method's default updated by ``grid``; the path hyperparameter (the
+    first of the method's grid, usually λ) first and sorted strong → weak."""
+    method = registry.get(method)
+    full = {k: tuple(v) for k, v in method.grid.items()}
+    for k, v in (grid or {}).items():
+        if k not in method.hyper_names:
+            raise HyperparameterError(f"{method.name} has no hyperparameter {k!r} to search; its "
+                                      f"hyperparameters are: {', '.join(method.hyper_names)}",
+                                      k, v)
+        v = tuple(v) if np.ndim(v) else (v,)
+        if not v:
+            raise HyperparameterError(f"the grid of {k} is empty", k, v)
+        full[k] = v
+    if not full:
+        return None, {}
+    path = next(iter(method.grid), None) or next(iter(full))
+    values = full.pop(path)
+    ordered = {path: tuple(sorted((float(x) for x in values), reverse=True))}
+    ordered.update(full)
+    for k, v in ordered.items():  # validate every value now, not in the middle of CV
+        for x in v:
+            registry.validate(method, {k: x})
+    return path, ordered
+
+
+def cross_validate(data: MultiTaskData, method, grid=None, *, scoring=None, hyper=None,
+                   n_folds: int = 3, seed: int = 0, n_jobs: int = 1,
+                   settings: Settings | None = None, progress: bool = False) -> CVResult:
+    """K-fold CV of ``method`` over ``grid`` on the training data only.
+
+    grid : {hyperparameter: values}; defaults to the method's own grid (``Method.grid``),
+        updated by what is given. The path hyperparameter (λ) runs strong → weak with warm
+        starts; the others form a product grid.
+    scoring : "rmse" (default), "mse", "mae" for regression; "error" (%, default),
+        "log_loss", "auc" (per-task mean) for classification.
+    hyper : fixed values of hyperparameters outside the grid.
+    settings : MAP settings of the fits (e.g. ``Settings(max_iter=…, tol=…)`` to cap the
+        alternating solvers inside CV; a ``deadline`` stops the CV with TimeLimitReached).
+
+    Ties go to the stronger regularisation (the first value of the path). Warns with
+    :class:`GridEdgeWarning` when a choice sits on the edge of its grid and with
+    :class:`ConvergenceWarning` when CV fits stopped unconverged (``n_unconverged``).
     """
     start = time.perf_counter()
-    lam_desc = sorted((float(v) for v in lam_grid), reverse=True)
-    if not MEMBERS.get(name, (None, False))[1]:
-        lam2_grid = (None,)
+    method = registry.get(method)
+    scoring = _scorer(scoring, data)
+    scorer, _, greater = SCORERS[scoring]
+    settings = Settings() if settings is None else settings._replace(inference="map")
+    path, grid = _grid(method, grid)
     fold = task_folds(data, n_folds, seed)
+    others = list(grid)[1:]
+    combos = list(itertools.product(*(grid[k] for k in others)))
+    bar = _progress(progress, n_folds * len(combos) * len(grid[path]),
+                    f"CV {method.name}")
 
     def run_fold(k):
-        train, valid = data.subset(np.flatnonzero(fold != k)), data.subset(
-            np.flatnonzero(fold == k))
-        out = np.empty((len(lam2_grid), len(lam_desc)))
-        for a, lam2 in enumerate(lam2_grid):
-            member = make_member(name, data.n_tasks, lam2)
-            fits = regularisation_path(train, member, lam_desc, **kw)
-            out[a] = [score(f, valid) for f in fits]
-        return out
+        train = data.subset(np.flatnonzero(fold != k))
+        valid = data.subset(np.flatnonzero(fold == k))
+        out = np.empty((len(combos), len(grid[path])))
+        unconverged = 0
+        for a, combo in enumerate(combos):
+            fixed = {**(hyper or {}), **dict(zip(others, combo, strict=True))}
+            fits = regularisation_path(train, method, grid[path], fixed, path=path,
+                                       settings=settings)
+            unconverged += sum(not f.converged for f in fits)
+            out[a] = [scorer(valid.y, predict_fit(f, valid.X, valid.task), valid.task,
+                             valid.n_tasks) for f in fits]
+            bar.update(len(fits))
+        return out, unconverged
 
-    if n_jobs > 1:
-        with ThreadPoolExecutor(n_jobs) as pool:
-            per_fold = list(pool.map(run_fold, range(n_folds)))
-    else:
-        per_fold = [run_fold(k) for k in range(n_folds)]
-    scores = np.mean(per_fold, axis=0)
-    a, j = np.unravel_index(np.argmin(scores), scores.shape)  # first = larger λ on ties
-    return CVResult(scores, tuple(lam_desc), tuple(lam2_grid), lam_desc[j], lam2_grid[a],
-                    time.perf_counter() - start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # counted below instead
+        if n_jobs > 1:
+            with ThreadPoolExecutor(n_jobs) as pool:
+                results = list(pool.map(run_fold, range(n_folds)))
+        else:
+            results = [run_fold(k) for k in range(n_folds)]
+    bar.close()
+    scores = np.mean([r[0] for r in results], axis=0)  # (combos, path)
+    n_unconverged = sum(r[1] for r in results)
+    flat = -scores if greater else scores
+    a, j = np.unravel_index(np.nanargmin(flat), flat.shape)  # first: stronger λ on ties
+    best = {path: grid[path][j], **dict(zip(others, combos[a], strict=True))}
+    best_score = float(scores[a, j])
+    on_edge = tuple(k for k in grid if len(grid[k]) > 1
+                    and best[k] in (grid[k][0], grid[k][-1]))
+    shape = tuple(len(grid[k]) for k in others) + (len(grid[path]),)
+    scores = np.moveaxis(scores.reshape(shape), -1, 0)  # axes in grid order
+    n_fits = n_folds * len(combos) * len(grid[path])
+    if on_edge:
+        warnings.warn(f"{method.name}: CV chose {', '.join(f'{k} = {best[k]:g}' for k in on_edge)}"
+                      f" on the edge of the grid; widen it", GridEdgeWarning, stacklevel=2)
+    if n_unconverged:
+        warnings.warn(f"{method.name}: {n_unconverged} of {n_fits} CV fits stopped before "
+                      "their tolerance; the choice rests on unconverged fits (raise max_iter "
+                      "or loosen tol in settings)", ConvergenceWarning, stacklevel=2)
+    return CVResult(method.name, scoring, grid, scores, best, best_score, on_edge, n_fits,
+                    n_unconverged, time.perf_counter() - start)
 
 
-def compare_members(train: MultiTaskData, test: MultiTaskData, members, lam_grid,
-                    lam2_grid=(None,), *, n_folds=3, seed=0, n_jobs=1, log=None, tol=None):
-    """For each member name: (λ, λ₂) by K-fold CV on ``train``, refit on all of ``train``,
-    score on ``test``. Returns (rows, fits): rows are dicts (member, test score, fit time, CV
-    time, λ, λ₂, converged), fits the refitted :class:`MemberFit` per member."""
-    metric = "rmse" if train.kind == "regression" else "error_pct"
+def _progress(enabled, total, desc):
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False)
+
+    class _Null:
+        def update(self, n):
+            del n
+
+        def close(self):
+            pass
+
+    return _Null()
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=None,
+            scoring=None, n_folds: int = 3, seed: int = 0, n_jobs: int = 1,
+            time_limit: float | None = None, settings: Settings | None = None,
+            progress: bool = False, log=None):
+    """For each method (default: every registered shallow method for the data's kind):
+    hyperparameters by K-fold CV on ``train``, a refit on all of ``train``, the score on
+    ``test``.
+
+    grids : {method: {hyperparameter: values}} overriding each method's default grid.
+    time_limit : seconds per method (CV and refit); a method over it is reported with
+        ``status`` "skipped: time limit" (the limit is checked between fits and inside the
+        alternating solvers' outer loops, so one uninterruptible fit can overrun it).
+    settings : MAP settings of every fit (e.g. an outer-iteration cap).
+    Returns (rows, fits): rows are dicts (method, status, test score, fit and CV time, chosen
+    hyperparameters, converged, last relative change of the objective, on_edge); fits maps
+    each finished method to its refitted :class:`~bayesmtl.methods.Fit`.
+    """
+    scoring = _scorer(scoring, train)
+    methods = registry.names(shallow=True, kind=train.kind) if methods is None else methods
+    for name in methods:
+        registry.get(name)  # unknown names fail before any work
     rows, fits = [], {}
-    for name in members:
-        cv = cross_validate(train, name, lam_grid, lam2_grid, n_folds=n_folds, seed=seed,
-                            n_jobs=n_jobs, tol=tol)
-        member = make_member(name, train.n_tasks, cv.lam2)
-        start = time.perf_counter()
-        fit = fit_member(train, member, cv.lam)
-        seconds = time.perf_counter() - start
-        rows.append({"member": name, f"test_{metric}": score(fit, test), "fit_time_s": seconds,
-                     "cv_time_s": cv.seconds, "lam": cv.lam, "lam2": cv.lam2,
-                     "converged": fit.converged})
-        fits[name] = fit
+    for name in methods:
+        method = registry.get(name)
+        start = time.monotonic()
+        run = (Settings() if settings is None else settings)._replace(
+            inference="map", deadline=None if time_limit is None else start + time_limit)
+        row = {"method": method.name, "status": "ok", f"test_{scoring}": None,
+               "fit_time_s": None, "cv_time_s": None, "hyper": {}, "converged": None,
+               "last_relative_change": None, "on_edge": []}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", GridEdgeWarning)
+                cv = cross_validate(train, method, (grids or {}).get(method.name),
+                                    scoring=scoring, n_folds=n_folds, seed=seed, n_jobs=n_jobs,
+                                    settings=run, progress=progress)
+            row.update(cv_time_s=cv.seconds, hyper=cv.best, on_edge=list(cv.on_edge),
+                       cv_unconverged=cv.n_unconverged)
+            _check_deadline(run)
+            t0 = time.perf_counter()
+            fit, _ = registry.fit(train, method, cv.best, run)
+            row["fit_time_s"] = time.perf_counter() - t0
+            row[f"test_{scoring}"] = score(fit, test, scoring)
+            row["converged"] = bool(fit.converged)
+            row["last_relative_change"] = fit.info.get("last_relative_change")
+            fits[method.name] = fit
+        except TimeLimitReached:
+            row["status"] = f"skipped: time limit ({time_limit:g} s)"
+        except BayesMTLError as err:
+            row["status"] = f"failed: {type(err).__name__}: {err}"
+        row["total_time_s"] = time.monotonic() - start
+        rows.append(row)
         if log is not None:
-            log(rows[-1])
+            log(row)
     return rows, fits
 
 
@@ -257,7 +386,7 @@ def log_evidence(data: MultiTaskData, precision, lam: float, noise: float = 1.0)
     """
     P = np.asarray(precision, dtype=np.float64)
     if not lam > 0 or not noise > 0:
-        raise ValueError("lam and noise must be positive")
+        raise HyperparameterError("lam and noise must be positive", "lam", lam)
     d, m = data.n_features, data.n_tasks
     p = d + 1
     # posterior precision: per-task blocks X̃ᵢᵀX̃ᵢ/σ² plus λ P ⊗ E on the W part (task-major)
@@ -271,7 +400,8 @@ def log_evidence(data: MultiTaskData, precision, lam: float, noise: float = 1.0)
     z = np.linalg.solve(L, rhs)
     sign, logdet_prior = np.linalg.slogdet(lam * P)
     if sign <= 0:
-        raise ValueError("precision must be positive definite for the evidence")
+        raise HyperparameterError("precision must be positive definite for the evidence",
+                                  "precision", None)
     n = len(data.y)
     return float(-0.5 * (data.y @ data.y) / noise**2 + 0.5 * z @ z
                  - np.sum(np.log(np.diag(L))) + 0.5 * d * logdet_prior
@@ -292,4 +422,3 @@ def select_by_evidence(data: MultiTaskData, precision, lam_grid, noise=None):
         noise = float(np.sqrt(np.mean(np.concatenate(resid) ** 2)))
     values = np.array([log_evidence(data, precision, float(lam), noise) for lam in lam_grid])
     return float(lam_grid[int(np.argmax(values))]), values
-

@@ -28,8 +28,8 @@ from bayesmtl.datasets.synthetic import (
     load_amtl_imbalanced,
     load_amtl_synthetic,
 )
+from bayesmtl.errors import ConvergenceWarning
 from bayesmtl.models.amtl import fit_amtl, fit_stl, predict_amtl
-from bayesmtl.models.matrix_normal import ConvergenceWarning
 
 GRIDS = {  # one λ grid per data set, shared by STL and every AMTL variant
     "synthetic": {"lam": (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),

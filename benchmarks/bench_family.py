@@ -24,7 +24,7 @@ import numpy as np
 
 import bayesmtl  # noqa: F401
 from bayesmtl.cli import DEFAULT_MEMBERS
-from bayesmtl.models.matrix_normal import ConvergenceWarning
+from bayesmtl.errors import ConvergenceWarning
 from bayesmtl.selection import MEMBERS, compare_members, make_member, regularisation_path
 
 LAM_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)

@@ -32,9 +32,9 @@ import numpy as np
 import bayesmtl  # noqa: F401
 from bayesmtl.datasets import load_school, load_sklearn_digits
 from bayesmtl.datasets.synthetic_clusters import make_synthetic_clusters
+from bayesmtl.errors import ConvergenceWarning
 from bayesmtl.models.amtl import fit_amtl
 from bayesmtl.models.gamtl import fit_gamtl, fit_single_task, task_groups
-from bayesmtl.models.matrix_normal import ConvergenceWarning
 from bayesmtl.selection import fit_member, make_member
 
 HERE = Path(__file__).parent

@@ -27,8 +27,9 @@ import numpy as np
 
 from bayesmtl import MultiTaskData
 from bayesmtl.datasets import load_school
+from bayesmtl.errors import ConvergenceWarning
 from bayesmtl.models import family as F
-from bayesmtl.models.matrix_normal import ConvergenceWarning, _inputs, task_rows
+from bayesmtl.models.matrix_normal import _inputs, task_rows
 from bayesmtl.selection import MemberFit, make_member, score
 
 

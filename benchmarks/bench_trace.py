@@ -28,7 +28,7 @@ import numpy as np
 
 import bayesmtl  # noqa: F401  (x64)
 from bayesmtl.datasets import load_school
-from bayesmtl.models.matrix_normal import ConvergenceWarning
+from bayesmtl.errors import ConvergenceWarning
 from bayesmtl.models.schatten import Schatten, fit_schatten
 
 print = functools.partial(print, flush=True)  # noqa: A001  (progress under redirection)

@@ -21,9 +21,14 @@ from bayesmtl.datasets.synthetic import (
     load_amtl_imbalanced,
     load_amtl_synthetic,
 )
+from bayesmtl.errors import (
+    ConvergenceWarning,
+    HyperparameterError,
+    TooFewSamplesError,
+    TransferGraphError,
+)
 from bayesmtl.inference.map import neg_log_joint
 from bayesmtl.models import amtl as A
-from bayesmtl.models.matrix_normal import ConvergenceWarning
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -419,14 +424,14 @@ def test_plot_transfer_graph_draws_one_arrow_per_edge():
                                          (0.0, 1.0, "lam"), (np.nan, 1.0, "lam")])
 def test_bad_hyperparameters(lam, mu, word):
     data = make_tasks(0)
-    with pytest.raises(A.HyperparameterError, match=word) as err:
+    with pytest.raises(HyperparameterError, match=word) as err:
         A.fit_amtl(data, lam, mu)
     assert isinstance(err.value, ValueError)
 
 
 def test_task_with_too_few_samples():
     data = make_tasks(0, sizes=(12, 1, 10))
-    with pytest.raises(A.TooFewSamplesError, match="t1 \\(n=1\\)"):
+    with pytest.raises(TooFewSamplesError, match="t1 \\(n=1\\)"):
         A.fit_amtl(data, 1.0, 1.0)
     A.fit_amtl(data, 1.0, 1.0, fit_intercept=False)  # w alone cannot fit one row exactly
     cls = make_tasks(0, "classification", sizes=(12, 10, 10))
@@ -435,7 +440,7 @@ def test_task_with_too_few_samples():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SingleClassWarning)
         one_class = MultiTaskData.from_arrays(cls.X, y, cls.task, kind="classification")
-    with pytest.raises(A.TooFewSamplesError, match="one class"):
+    with pytest.raises(TooFewSamplesError, match="one class"):
         A.fit_amtl(one_class, 1.0, 1.0)
     with pytest.raises(ValueError, match="logistic"):
         A.fit_amtl(data, 1.0, 1.0, loss="logistic")
@@ -451,7 +456,7 @@ def test_warm_start_violating_graph_constraints(edit, variant, word):
     m, d = data.n_tasks, data.n_features
     B = np.zeros((m, m))
     edit(B)
-    with pytest.raises(A.TransferGraphError, match=word) as err:
+    with pytest.raises(TransferGraphError, match=word) as err:
         A.fit_amtl(data, 1.0, 1.0, variant, init=(np.zeros((d, m)), None, B))
     assert isinstance(err.value, ValueError)
 

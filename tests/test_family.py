@@ -9,11 +9,11 @@ import pytest
 from conftest import make_regression
 
 from bayesmtl import MultiTaskData
+from bayesmtl.errors import PriorError
 from bayesmtl.inference.map import neg_log_joint
 from bayesmtl.models import family as F
 from bayesmtl.models.likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from bayesmtl.models.losses import row_weights
-from bayesmtl.priors import PriorError
 
 LAM = 0.5
 

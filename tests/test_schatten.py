@@ -12,11 +12,11 @@ import scipy.optimize
 from conftest import make_regression
 
 from bayesmtl import MultiTaskData
+from bayesmtl.errors import ConvergenceWarning, PriorError
 from bayesmtl.inference.map import map_estimate, neg_log_joint
 from bayesmtl.models import schatten as S
 from bayesmtl.models.likelihoods import PAPER_SQUARED_LOSS_NOISE, Gaussian
-from bayesmtl.models.matrix_normal import ConvergenceWarning, model_inputs, mtl_model
-from bayesmtl.priors import PriorError
+from bayesmtl.models.matrix_normal import model_inputs, mtl_model
 
 # ----------------------------------------------------------------------------- independent math
 

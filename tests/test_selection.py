@@ -1,5 +1,5 @@
-"""Model selection: member dispatch, warm-started paths, task-stratified CV, the evidence,
-estimators and the ``compare`` CLI."""
+"""Model selection over the registry: warm-started paths, task-stratified CV (scores, grid
+edges, convergence), compare with a time limit, the evidence, estimators and the CLI."""
 
 import json
 
@@ -9,13 +9,21 @@ from conftest import make_regression
 from sklearn.model_selection import GridSearchCV
 
 from bayesmtl import MultiTaskData
+from bayesmtl import methods as M
+from bayesmtl.errors import (
+    ConvergenceWarning,
+    DataError,
+    GridEdgeWarning,
+    HyperparameterError,
+    MethodError,
+)
 from bayesmtl.estimators import MTLClassifier, MTLRegressor, TaskKFold
+from bayesmtl.methods import Settings
 from bayesmtl.models import family as F
 from bayesmtl.selection import (
+    compare,
     cross_validate,
-    fit_member,
     log_evidence,
-    make_member,
     regularisation_path,
     select_by_evidence,
     task_folds,
@@ -27,13 +35,14 @@ def reg():
     return make_regression(seed=2, d=4, sizes=(30, 36, 42, 48))[0]
 
 
-def test_path_warm_start_matches_cold_fits(reg):
-    member = make_member("clustered", reg.n_tasks)
+@pytest.mark.parametrize("method, hyper", [("clustered", {}), ("glmtl", {"lam2": 0.1}),
+                                           ("amtl", {"mu": 0.1})])
+def test_path_warm_start_matches_cold_fits(reg, method, hyper):
     grid = [10.0, 1.0, 0.1]
-    path = regularisation_path(reg, member, grid)
+    path = regularisation_path(reg, method, grid, hyper)
     for lam, warm in zip(grid, path, strict=True):
-        cold = fit_member(reg, member, lam)
-        assert abs(warm.objective - cold.objective) <= 1e-8 * max(1.0, abs(cold.objective))
+        cold, _ = M.fit(reg, method, {**hyper, "lam": lam})
+        assert abs(warm.objective - cold.objective) <= 1e-7 * max(1.0, abs(cold.objective))
 
 
 def test_task_folds_keep_every_task_and_class_in_every_fold():
@@ -51,18 +60,60 @@ def test_task_folds_keep_every_task_and_class_in_every_fold():
 def test_task_folds_reject_tiny_tasks():
     data = MultiTaskData.from_tasks([(np.ones((2, 1)), np.ones(2)),
                                      (np.ones((9, 1)), np.ones(9))])
-    with pytest.raises(ValueError, match="too few rows"):
+    with pytest.raises(DataError, match="too few for 3-fold"):
         task_folds(data, 3)
+    with pytest.raises(HyperparameterError, match="n_folds must be an integer ≥ 2"):
+        task_folds(data, 1)
 
 
 def test_cross_validation_picks_the_grid_minimum(reg):
-    cv = cross_validate(reg, "reconstruction", [0.01, 1.0, 30.0], [0.1, 1.0], n_folds=3,
-                        n_jobs=2, tol=1e-8)
-    assert cv.scores.shape == (2, 3)
-    a, j = np.unravel_index(np.argmin(cv.scores), cv.scores.shape)
-    assert (cv.lam, cv.lam2) == (cv.lam_grid[j], cv.lam2_grid[a])
+    cv = cross_validate(reg, "reconstruction", {"lam": [0.01, 1.0, 30.0], "lam2": [0.1, 1.0]},
+                        n_folds=3, n_jobs=2, settings=Settings(tol=1e-8))
+    assert cv.grid["lam"] == (30.0, 1.0, 0.01) and cv.scores.shape == (3, 2)
+    j, a = np.unravel_index(np.argmin(cv.scores), cv.scores.shape)
+    assert (cv.lam, cv.lam2) == (cv.grid["lam"][j], cv.grid["lam2"][a])
+    assert cv.best_score == cv.scores.min()
     # λ = 30 shrinks W strongly: worse than the best on this informative data
-    assert cv.scores[:, cv.lam_grid.index(30.0)].min() > cv.scores.min()
+    assert cv.scores[0].min() > cv.scores.min()
+
+
+def test_cross_validation_scores_edges_and_convergence():
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=3)
+    tasks = []
+    for i in range(3):
+        X = rng.normal(size=(60, 3))
+        tasks.append((X, (X @ w + 0.5 * rng.normal(size=60) > 0.3 * i).astype(float)))
+    clf = MultiTaskData.from_tasks(tasks, kind="classification")
+    with pytest.warns(GridEdgeWarning, match="on the edge of the grid"):
+        cv = cross_validate(clf, "mtrl", {"lam": [100.0, 1000.0]}, scoring="log_loss")
+    assert cv.scoring == "log_loss" and cv.on_edge == ("lam",) and cv.lam == 100.0
+    auc = cross_validate(clf, "stl", {"lam": [0.01, 0.1, 1.0]}, scoring="auc")
+    assert 0.5 < auc.best_score <= 1.0 and auc.best_score == auc.scores.max()
+    with pytest.raises(HyperparameterError, match="scoring must be one of"):
+        cross_validate(clf, "stl", scoring="rmse")
+    with pytest.raises(HyperparameterError, match="stl has no hyperparameter 'mu'"):
+        cross_validate(clf, "stl", {"mu": [1.0]})
+    reg = make_regression(seed=3, d=3, sizes=(20, 22, 24))[0]
+    with pytest.warns(ConvergenceWarning, match="CV fits stopped before their tolerance"):
+        capped = cross_validate(reg, "glmtl", {"lam": [0.1], "lam2": [0.01]},
+                                settings=Settings(max_iter=2))
+    assert not capped.converged and capped.n_unconverged == capped.n_fits == 3
+
+
+def test_compare_lists_every_method_and_skips_over_time():
+    train = make_regression(seed=6, d=3, sizes=(24, 27, 30))[0]
+    test = make_regression(seed=7, d=3, sizes=(10, 10, 10))[0]
+    rows, fits = compare(train, test, ["stl", "glmtl"], grids={"glmtl": {"lam": [1.0, 0.1]}},
+                         time_limit=1e-6)
+    assert [r["method"] for r in rows] == ["stl", "glmtl"]
+    assert all(r["status"].startswith("skipped: time limit") for r in rows) and not fits
+    rows, fits = compare(train, test, ["stl", "amtl"],
+                         grids={"stl": {"lam": [1.0]}, "amtl": {"lam": [1.0], "mu": [0.1]}})
+    assert [r["status"] for r in rows] == ["ok", "ok"] and set(fits) == {"stl", "amtl"}
+    assert rows[1]["hyper"] == {"lam": 1.0, "mu": 0.1} and np.isfinite(rows[1]["test_rmse"])
+    with pytest.raises(MethodError, match="unknown method 'nope'"):
+        compare(train, test, ["stl", "nope"])
 
 
 def test_log_evidence_equals_dense_gaussian_marginal():
@@ -103,7 +154,7 @@ def test_evidence_selects_a_strong_prior_for_pure_noise():
 
 def test_estimator_with_member_name_and_gridsearch(reg):
     X = np.column_stack([reg.task.astype(float), reg.X])
-    est = MTLRegressor(prior="spats", lam=0.5, lam2=0.1, task_col=0)
+    est = MTLRegressor(method="spats", lam=0.5, lam2=0.1, task_col=0)
     search = GridSearchCV(est, {"lam": [0.1, 1.0]}, cv=TaskKFold(3),
                           scoring="neg_mean_squared_error")
     search.fit(X, reg.y, groups=reg.task)
@@ -121,10 +172,10 @@ def test_classifier_with_member(tmp_path):
         X = rng.normal(size=(40, 3))
         tasks.append((X, (X @ w + 0.3 * rng.normal(size=40) > 0).astype(float)))
     data = MultiTaskData.from_tasks(tasks, kind="classification")
-    clf = MTLClassifier(prior="clustered", lam=0.1).fit(data.X, data.y, task=data.task)
+    clf = MTLClassifier(method="clustered", lam=0.1).fit(data.X, data.y, task=data.task)
     assert clf.score(data.X, data.y, task=data.task) > 0.8
-    with pytest.raises(ValueError, match="not available"):
-        MTLClassifier(prior="clustered", inference="svi").fit(data.X, data.y, task=data.task)
+    with pytest.raises(MethodError, match="not available for clustered; it supports map, nuts"):
+        MTLClassifier(method="clustered", inference="svi").fit(data.X, data.y, task=data.task)
 
 
 def test_compare_cli_writes_table_and_heatmaps(tmp_path, monkeypatch, capsys):
@@ -133,15 +184,18 @@ def test_compare_cli_writes_table_and_heatmaps(tmp_path, monkeypatch, capsys):
     small = make_regression(seed=6, d=3, sizes=(24, 27, 30, 33))[0]
     test = make_regression(seed=7, d=3, sizes=(10, 10, 10, 10))[0]
     monkeypatch.setattr(cli, "_load", lambda dataset, split, features: (small, test))
-    rc = cli.main(["compare", "--members", "stl,pooled,rmtl,clustered,glmtl,spats,"
-                   "reconstruction", "--lam-grid", "0.1,1", "--lam2-grid", "0.1",
-                   "--folds", "3", "--out", str(tmp_path)])
+    rc = cli.main(["compare", "--methods", "stl,pooled,rmtl,clustered,glmtl,spats,"
+                   "reconstruction,amtl,gamtl", "--grid", "lam=0.1,1", "--grid", "lam2=0.1",
+                   "--grid", "mu=0.1", "--grid", "gamma=0.1", "--folds", "3",
+                   "--out", str(tmp_path)])
     assert rc == 0
     report = json.loads((tmp_path / "compare.json").read_text())
-    assert [r["member"] for r in report["rows"]][:3] == ["stl", "pooled", "rmtl"]
+    assert [r["method"] for r in report["rows"]][:3] == ["stl", "pooled", "rmtl"]
     assert all(np.isfinite(r["test_rmse"]) for r in report["rows"])
-    assert (tmp_path / "task_correlations.png").stat().st_size > 1000
-    assert "clustered" in capsys.readouterr().out
+    assert report["rows"][-2]["hyper"]["mu"] == 0.1
+    assert (tmp_path / "task_relations.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "clustered" in out and "gamma=0.1" in out
 
 
 def test_cli_school_features_option(tmp_path):
@@ -150,7 +204,7 @@ def test_cli_school_features_option(tmp_path):
     train, test = cli._load("school", 4, "binary")
     assert train.n_features == test.n_features == 25
     assert not any(name.startswith("pct_") for name in train.feature_names)
-    with pytest.raises(SystemExit, match="School attributes"):
+    with pytest.raises(SystemExit):
         cli.main(["compare", "--dataset", "usps", "--features", "binary", "--out", str(tmp_path)])
 
 
@@ -158,9 +212,13 @@ def test_member_estimator_save_load(tmp_path, reg):
     from bayesmtl.estimators import load_estimator
 
     S = np.ones((reg.n_tasks, reg.n_tasks))
-    for prior in (F.GraphLaplacian(S, ridge=0.1), F.Clustered(a=1.0, b=0.01, c=0.9), "glmtl"):
-        est = MTLRegressor(prior=prior, lam=0.5, lam2=0.2).fit(reg.X, reg.y, task=reg.task)
+    for method, hyper in (("rmtl", {"similarity": S, "ridge": 0.1}),
+                          ("clustered", {"a": 1.0, "b": 0.01, "c": 0.9}),
+                          ("glmtl", {"lam2": 0.2})):
+        est = MTLRegressor(method=method, lam=0.5, **hyper).fit(reg.X, reg.y, task=reg.task)
         est.save(tmp_path / "m")
         again = load_estimator(tmp_path / "m")
         assert np.allclose(again.predict(reg.X, task=reg.task), est.predict(reg.X, task=reg.task))
-        assert type(again.prior) is type(est.prior)
+        assert again.get_params().keys() == est.get_params().keys()
+        if method == "rmtl":
+            assert np.array_equal(again.similarity, S)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["DEFAULT_DIMS", "to_datatree", "from_mcmc", "from_point", "omega_to_corr",
-           "task_relation_summary"]
+           "task_relation_summary", "relation_variable"]
 
 DEFAULT_DIMS = {
     "W": ["feature", "task"],
@@ -28,6 +28,8 @@ DEFAULT_DIMS = {
     "transfer_graph": ["source_task", "target_task"],
     "transfer_graph_inclusion": ["source_task", "target_task"],
     "combination": ["source_task", "target_task"],
+    "reconstruction": ["source_task", "target_task"],
+    "task_loss": ["task"],
 }
 
 
@@ -104,28 +106,54 @@ def from_point(params: dict, *, task_names, feature_names=None, dims=None, attrs
                        attrs=attrs)
 
 
-def task_relation_summary(dt, var_name: str = "omega_corr", ci_prob: float = 0.89):
-    """One row per task pair (upper triangle): posterior mean, equal-tailed ``ci_prob``
-    interval, R-hat and bulk/tail ESS of ``var_name`` (a ``task × task_`` variable)."""
+#: DataTree variables holding a task relation, in order of preference
+RELATION_VARIABLES = ("omega_corr", "transfer_graph", "combination")
+
+
+def relation_variable(dt) -> str | None:
+    """The task-relation variable of a bayesmtl DataTree (None if it has none)."""
+    return next((v for v in RELATION_VARIABLES if v in dt.posterior), None)
+
+
+def task_relation_summary(dt, var_name: str | None = None, ci_prob: float = 0.89):
+    """One row per task pair: posterior mean, equal-tailed ``ci_prob`` interval, R-hat and
+    bulk/tail ESS of a task × task variable.
+
+    ``var_name`` defaults to the DataTree's task relation: ``omega_corr`` (symmetric: the upper
+    triangle), else ``transfer_graph`` or ``combination`` (directed: every ordered pair
+    s ≠ t, columns ``source_task``/``target_task``). R-hat needs ≥ 2 chains and ESS ≥ 4 draws;
+    otherwise they are NaN (a MAP point has neither).
+    """
+    import warnings
+
     from arviz_stats import ess, rhat
 
+    var_name = relation_variable(dt) if var_name is None else var_name
+    if var_name is None:
+        raise ValueError("the DataTree holds no task relation (omega, transfer_graph or "
+                         "combination)")
     da = dt.posterior[var_name]
     names = list(da.coords[da.dims[-2]].values)
     values = da.values  # (chain, draw, m, m)
     lo, hi = np.quantile(values, [(1 - ci_prob) / 2, (1 + ci_prob) / 2], axis=(0, 1))
     mean = values.mean(axis=(0, 1))
     n_chain, n_draw = values.shape[:2]
-    if n_chain * n_draw > 1:
+    r = eb = et = np.full(mean.shape, np.nan)
+    if n_draw >= 4:
         da = da.where(~np.eye(len(names), dtype=bool), 0.0)  # constant diagonal: no R-hat
-        r = rhat(da, method="rank").values if n_chain > 1 else np.full(mean.shape, np.nan)
-        eb = ess(da, method="bulk").values
-        et = ess(da, method="tail").values
-    else:
-        r = eb = et = np.full(mean.shape, np.nan)
-    iu, ju = np.triu_indices(len(names), k=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant entries (e.g. zeros)
+            if n_chain > 1:
+                r = rhat(da, method="rank").values
+            eb = ess(da, method="bulk").values
+            et = ess(da, method="tail").values
+    directed = var_name != "omega_corr"
+    iu, ju = (np.nonzero(~np.eye(len(names), dtype=bool)) if directed
+              else np.triu_indices(len(names), k=1))
+    first, second = ("source_task", "target_task") if directed else ("task", "task_")
     pct = f"{int(round(100 * ci_prob))}%"
     return pd.DataFrame({
-        "task": [names[i] for i in iu], "task_": [names[j] for j in ju],
+        first: [names[i] for i in iu], second: [names[j] for j in ju],
         "mean": mean[iu, ju], f"lower_{pct}": lo[iu, ju], f"upper_{pct}": hi[iu, ju],
         "r_hat": r[iu, ju], "ess_bulk": eb[iu, ju], "ess_tail": et[iu, ju],
     })

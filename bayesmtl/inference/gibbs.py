@@ -58,9 +58,10 @@ import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ..data import MultiTaskData
+from ..errors import PriorError
 from ..models.likelihoods import Gaussian
 from ..models.losses import row_weights
-from ..priors import InverseWishart, PriorError
+from ..priors import InverseWishart
 
 __all__ = ["run_gibbs", "GibbsResult", "GibbsState", "coefficient_precision", "sample_coefficients",
            "sample_inverse_wishart", "sample_noise_variance"]

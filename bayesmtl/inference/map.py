@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer import init_to_median, init_to_value
 from numpyro.infer.util import constrain_fn, initialize_model, log_density
 
-from ..models.matrix_normal import ConvergenceWarning
+from ..errors import ConvergenceWarning
 
 __all__ = ["MAPResult", "map_estimate", "neg_log_joint"]
 

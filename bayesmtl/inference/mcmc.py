@@ -13,21 +13,21 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
 
-__all__ = ["run_nuts", "DivergenceWarning"]
+from ..errors import DivergenceWarning
 
-
-class DivergenceWarning(UserWarning):
-    """NUTS reported divergent transitions after warm-up."""
+__all__ = ["run_nuts"]
 
 
 def run_nuts(model, *model_args, num_warmup=500, num_samples=500, num_chains=2, seed=0,
              progress_bar=False, target_accept_prob=0.8, max_tree_depth=10, init_params=None,
-             dense_mass=False, **model_kwargs) -> MCMC:
+             dense_mass=False, noncentered_hint=None, **model_kwargs) -> MCMC:
     """Run NUTS on a NumPyro ``model(*model_args, **model_kwargs)``.
 
     ``init_params`` is an optional dict of constrained values (e.g. a MAP estimate) to start
     every chain from; other sites start at the prior median. Returns the ``MCMC`` object with
-    ``diverging`` kept as an extra field.
+    ``diverging`` kept as an extra field. Divergences warn with :class:`DivergenceWarning`;
+    ``noncentered_hint`` (whether the model is already non-centred; None = not applicable)
+    tailors the advice.
     """
     init = init_to_value(values=init_params) if init_params else init_to_median(num_samples=15)
     kernel = NUTS(model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
@@ -39,7 +39,11 @@ def run_nuts(model, *model_args, num_warmup=500, num_samples=500, num_chains=2, 
              **model_kwargs)
     n_div = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     if n_div:
-        warnings.warn(f"{n_div} divergent transition(s) after warm-up; consider a higher "
-                      "target_accept_prob or a non-centred parameterisation",
-                      DivergenceWarning, stacklevel=2)
+        advice = [f"a higher target_accept_prob (now {target_accept_prob})"]
+        if noncentered_hint is False:
+            advice.append("noncentered=True")
+        elif noncentered_hint:
+            advice.append("a stronger prior on Ω (the model is already non-centred)")
+        warnings.warn(f"{n_div} divergent transition(s) after warm-up; consider "
+                      f"{' or '.join(advice)}", DivergenceWarning, stacklevel=2)
     return mcmc

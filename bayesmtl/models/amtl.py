@@ -76,31 +76,23 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from ..data import CLASSIFICATION, DataError, MultiTaskData
+from ..data import CLASSIFICATION, MultiTaskData
+from ..errors import (
+    ConvergenceWarning,
+    HyperparameterError,
+    TooFewSamplesError,
+    TransferGraphError,
+)
 from ..inference.solvers import damped_newton, fista
 from .losses import LOSSES, linear_predictor
-from .matrix_normal import ConvergenceWarning
 from .reconstruction import reconstruction_residual, zero_diagonal
 
-__all__ = ["VARIANTS", "AMTLResult", "HyperparameterError", "TransferGraphError",
-           "TooFewSamplesError", "amtl_objective", "amtl_map_model", "amtl_model",
+__all__ = ["VARIANTS", "AMTLResult", "amtl_objective", "amtl_map_model", "amtl_model",
            "map_model_inputs", "transfer_graph_step", "fit_amtl", "fit_stl", "predict_amtl",
            "task_losses", "check_task_sizes", "sample_amtl", "edge_summary",
            "amtl_datatree"]
 
 VARIANTS = ("amtl", "curriculum", "noloss", "imbalance", "smtl")
-
-
-class HyperparameterError(ValueError):
-    """λ or μ outside its domain."""
-
-
-class TransferGraphError(ValueError):
-    """A user-supplied transfer graph violates B ≥ 0, zero diagonal (or symmetry for SMTL)."""
-
-
-class TooFewSamplesError(DataError):
-    """A task has too few rows (or classes) for its loss to be informative."""
 
 
 class AMTLResult(NamedTuple):

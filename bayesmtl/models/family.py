@@ -41,6 +41,7 @@ Schatten members live in :mod:`bayesmtl.models.schatten`.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -54,12 +55,12 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from ..data import MultiTaskData
+from ..errors import ConvergenceWarning, PriorError
 from ..inference.solvers import admm, newton_cg, projected_newton, prox_l1
-from ..priors import OmegaPrior, PriorError
+from ..priors import OmegaPrior
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from .losses import linear_predictor
 from .matrix_normal import (
-    ConvergenceWarning,
     _data_loss,
     _inputs,
     _task_blocks,
@@ -72,7 +73,7 @@ from .schatten import _log_det
 
 __all__ = ["GraphLaplacian", "mean_regularised", "Clustered", "SparsePrecision",
            "SparseCovariance", "SparseReconstruction", "FamilyResult", "fit_family",
-           "fit_pooled", "family_objective", "family_model", "sample_family",
+           "fit_pooled", "pooled_model", "family_objective", "family_model", "sample_family",
            "graph_laplacian"]
 
 
@@ -803,7 +804,8 @@ def _check_lam(lam):
 def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
                loss_scale: str = "mean", noise: float | None = None, max_iter: int = 500,
                tol: float = 1e-10, init=None, method: str = "auto",
-               extrapolation: float = 0.5, callback=None) -> FamilyResult:
+               extrapolation: float = 0.5, callback=None,
+               deadline: float | None = None) -> FamilyResult:
     """MAP of ``member`` on ``data`` by exact alternating minimisation of F (module docstring).
 
     lam : λ (the paper's λ₁); the member carries λ₂ and its own constants.
@@ -821,6 +823,8 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         the first 40 School tasks (λ = 1, λ₂ = 0.1) the plain alternation is still 0.07 above
         the optimum after 3,000 iterations, the extrapolated one meets tol = 1e-10 after 317
         (see ``benchmarks/README.md``).
+    deadline : optional ``time.monotonic()`` value: the alternation stops (unconverged, with
+        the warning) after the first outer iteration that ends past it.
     callback : optional ``callback(history, W, b, state)`` after every outer iteration
         (progress reports); not called by the spectral-profile solvers.
     Stops when the relative objective change is ≤ ``tol`` and the relative change of the W-step
@@ -884,13 +888,18 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         extrapolated.append(took)
         if callback is not None:
             callback(np.asarray(history), W, b, state)
-        if (abs(f_prev - f) <= tol * max(1.0, abs(f)) and change <= np.sqrt(tol)) or fixed:
+        relative = abs(f_prev - f) / max(1.0, abs(f))
+        if (relative <= tol and change <= np.sqrt(tol)) or fixed:
             converged = True
             break
         f_prev = f
+        if deadline is not None and time.monotonic() > deadline:
+            break
     if not converged:
-        warnings.warn(f"{member.name}: alternating MAP stopped after {max_iter} outer "
-                      f"iterations (relative W change {change:.2e})", ConvergenceWarning,
+        why = f"after {it} outer iterations" + (" (time limit)" if it < max_iter else "")
+        warnings.warn(f"{member.name}: alternating MAP stopped unconverged {why}; relative W "
+                      f"change {change:.2e}, last relative change of F {relative:.2e}",
+                      ConvergenceWarning,
                       stacklevel=2)
     P = member.precision(state)
     return FamilyResult(np.asarray(W), np.asarray(b), np.asarray(member.covariance(state)),
@@ -926,6 +935,19 @@ def fit_pooled(data: MultiTaskData, lam: float = 1.0, *, loss_scale: str = "mean
     ones = np.ones((m, m))
     return FamilyResult(np.asarray(W), np.asarray(b), ones, np.full((m, m), np.nan), ones, f,
                         np.asarray([f]), 1, True, 0.0)
+
+
+def pooled_model(X, task, n_tasks, y=None, *, lam, likelihood=None, weights=None):
+    """The pooled baseline as a NumPyro model: one shared w ~ N(0, I/λ) (site ``w``, (d,)) and
+    one flat intercept (site ``b_shared``), copied to every task (deterministic ``W`` (d, m),
+    ``b`` (m,)). Its negative log joint is fit_pooled's objective up to a constant."""
+    likelihood = Gaussian(1.0) if likelihood is None else likelihood
+    d = X.shape[1]
+    w = numpyro.sample("w", dist.Normal(0.0, lam ** -0.5).expand([d]).to_event(1))
+    b0 = numpyro.sample("b_shared", dist.ImproperUniform(constraints.real, (), ()))
+    W = numpyro.deterministic("W", jnp.tile(w[:, None], (1, n_tasks)))
+    b = numpyro.deterministic("b", jnp.full((n_tasks,), b0))
+    return likelihood(linear_predictor(X, task, W, b), task, n_tasks, y, weights)
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -49,6 +49,8 @@ each outer iteration ends with a safeguarded extrapolation, so F decreases monot
 
 from __future__ import annotations
 
+import time
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -59,6 +61,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from ..data import CLASSIFICATION, MultiTaskData
+from ..errors import ConvergenceWarning
 from ..inference.solvers import admm, damped_newton
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from .losses import LOSSES, empirical_risk, linear_predictor, row_weights
@@ -596,7 +599,8 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
               max_outer: int = 300, tol: float = 1e-6, loss_scale: str = "mean",
               admm_abs_tol: float = 1e-9, admm_rel_tol: float = 1e-6,
               admm_max_iter: int = 5000, relaxation: float = 1.6, init=None, max_groups=None,
-              seed: int = 0, extrapolation: float = 1.0, callback=None) -> GAMTLResult:
+              seed: int = 0, extrapolation: float = 1.0, callback=None,
+              deadline: float | None = None) -> GAMTLResult:
     """MAP of GAMTL (objective (1)) by the paper's alternating ADMM scheme (Algorithm 1).
 
     Parameters
@@ -623,6 +627,8 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         its C- and W-steps ended; kept only if it lowers (1) (β × 1.5, at most 4 × the initial
         β), else discarded (β / 2). It removes most of the zig-zag of the alternation; 0 turns
         it off (plain Algorithm 1).
+    deadline : optional ``time.monotonic()`` value: stop (unconverged) after the first outer
+        iteration that ends past it.
     callback : optional ``callback(history, W, b, C)`` called after every outer iteration
         (progress reports, monitoring held-out error).
     """
@@ -694,6 +700,13 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         # a small change after inexact steps is confirmed by one sweep with both steps
         # solved to admm_rel_tol (exact steps); otherwise the alternation goes on
         certifying = change <= tol
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    if not converged:
+        warnings.warn(f"GAMTL stopped unconverged after {len(c_it)} outer iterations"
+                      f"{' (time limit)' if len(c_it) < max_outer else ''}; last relative "
+                      f"change of (1) {change:.2e} (tol {tol})", ConvergenceWarning,
+                      stacklevel=2)
     C = np.asarray(C)
     groups, n_groups = task_groups(C, max_groups, seed)
     return GAMTLResult(np.asarray(W), np.asarray(b), C, groups, n_groups, history[-1],

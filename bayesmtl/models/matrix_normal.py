@@ -52,18 +52,15 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from ..data import MultiTaskData
+from ..errors import ConvergenceWarning
 from ..inference.solvers import fista, prox_squared_trace_norm
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, Gaussian
 from .losses import linear_predictor, row_weights
 
 __all__ = ["mtl_model", "predict_linear", "fit_mtrl", "MTRLResult", "omega_from_W",
-           "omega_from_W_spectrum", "ConvergenceWarning", "model_inputs", "solve_profile",
+           "omega_from_W_spectrum", "model_inputs", "solve_profile",
            "profile_admm", "profile_proximal", "profile_alternating", "profile_objective",
            "gaussian_w_step", "task_rows"]
-
-
-class ConvergenceWarning(UserWarning):
-    """An optimiser stopped at its iteration limit before meeting its tolerance."""
 
 
 def mtl_model(X, task, n_tasks, y=None, *, omega_prior, likelihood=None, lam=1.0, ridge=0.0,

@@ -68,8 +68,9 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from ..data import MultiTaskData
+from ..errors import PriorError
 from ..inference.solvers import prox_squared_l1_nonneg
-from ..priors import OmegaPrior, PriorError
+from ..priors import OmegaPrior
 from .matrix_normal import MTRLResult, _check_hyper, omega_from_W_spectrum, solve_profile
 
 __all__ = ["Schatten", "SquaredSchatten", "fit_schatten", "schatten_p", "schatten_lambda",

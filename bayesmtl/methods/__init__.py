@@ -1,0 +1,29 @@
+"""The method registry: every multi-task method by name (see :mod:`.registry`).
+
+Importing this package registers the built-in methods: the matrix-normal Ω priors
+(:mod:`.matrix_normal`), the Schatten members (:mod:`.schatten`), the rest of L2MT's family
+and the pooled baseline (:mod:`.family`), AMTL and its ablations (:mod:`.amtl`) and GAMTL
+(:mod:`.gamtl`).
+"""
+
+# registration order is the listing order of names()
+from . import matrix_normal, schatten, family, amtl, gamtl  # noqa: F401, I001
+from .registry import (
+    INFERENCES,
+    RELATIONS,
+    Fit,
+    Hyper,
+    JointForm,
+    Method,
+    Settings,
+    fit,
+    get,
+    names,
+    register,
+    to_datatree,
+    unregister,
+    validate,
+)
+
+__all__ = ["INFERENCES", "RELATIONS", "Fit", "Hyper", "JointForm", "Method", "Settings", "fit",
+           "get", "names", "register", "to_datatree", "unregister", "validate"]

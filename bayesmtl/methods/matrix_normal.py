@@ -1,0 +1,245 @@
+r"""Matrix-normal methods with a prior on the task covariance Ω (eq. (1) of L2MT).
+
+Every method here is :func:`~bayesmtl.models.matrix_normal.mtl_model`:
+
+    Ω ~ p(Ω),   W | Ω ~ MN(0, I_d, Ω/λ),   [× exp(-(ρ/2)‖W‖²_F)],   b flat,
+    y_ij ~ N(w_iᵀx_ij + b_i, σ²) or Bernoulli(sigmoid(·)),
+
+λ = ``lam`` (the paper's λ₁), ρ = ``ridge``. MAP uses the papers' mean per-task loss and
+σ = 1/√2, so ``-log p(W, b, Ω | y)`` = Σ_i (1/n_i) Σ_j l + (λ/2) tr(W Ω⁻¹ Wᵀ) + [prior on Ω]
++ const.
+
+========================  ==================================================================
+``stl`` (``identity``)    Ω = I: independent tasks, (λ/2)‖W‖²_F (single-task ridge)
+``fixed``                 Ω = a given positive definite matrix (``omega``)
+``inverse_wishart``       Ω ~ IW(df, scale·I): conjugate (Gibbs sampler), MAP by L-BFGS
+``lkj``                   Ω = diag(s) C diag(s), C ~ LKJ(eta): no joint MAP (unbounded)
+``mtrl``                  MTRL (Zhang & Yeung): Ω ∈ {Ω ⪰ 0, tr Ω = 1}, p(Ω) ∝ |Ω|^{d/2}
+========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import priors as P
+from ..data import REGRESSION
+from ..models.losses import row_weights
+from ..models.matrix_normal import fit_mtrl, gaussian_w_step, model_inputs, mtl_model
+from .common import history_info, likelihood, map_noise, sample_mtl_model
+from .registry import (
+    Fit,
+    Hyper,
+    JointForm,
+    Method,
+    matrix_or_none,
+    nonnegative,
+    positive,
+    positive_or_none,
+    register,
+)
+
+LAM = Hyper("lam", 1.0, positive, "λ (the paper's λ₁): precision scale of W | Ω ~ MN(0, I, Ω/λ)")
+RIDGE = Hyper("ridge", 0.0, nonnegative, "ρ: extra factor exp(-(ρ/2)‖W‖²_F) (MTRL's λ₁)")
+LAM_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+SAMPLERS = frozenset({"nuts", "svi"})
+
+
+def _joint(prior_of, sites_of):
+    """JointForm of mtl_model with the prior ``prior_of(hyper)`` at ``sites_of(fit)``."""
+    def joint(data, hyper, settings, fit):
+        args, kw = model_inputs(data, settings.resolved_loss_scale())
+        kw.update(omega_prior=prior_of(hyper), likelihood=likelihood(data, settings),
+                  lam=hyper["lam"], ridge=hyper.get("ridge", 0.0))
+        params = {"W": fit.W, "b": fit.b, **sites_of(fit)}
+        return JointForm(mtl_model, args, kw, params)
+    return joint
+
+
+def _sampler(prior_of):
+    def sample(data, hyper, settings):
+        return sample_mtl_model(data, prior_of(hyper), hyper, settings)
+    return sample
+
+
+def _no_sites(fit):
+    del fit
+    return {}
+
+
+# ----------------------------------------------------------------------------- fixed Ω
+
+
+@jax.jit(static_argnames=("m",))
+def _solve_fixed(X, y, task, weights, noise, precision, ridge, m):
+    d = X.shape[1]
+    return gaussian_w_step(X, y, task, weights, noise, precision, ridge, jnp.zeros((d, m)),
+                           jnp.zeros(m), m)
+
+
+def fit_fixed_omega(data, omega, lam, ridge, settings, seed=0) -> Fit:
+    """MAP with Ω fixed: one exact linear solve (Gaussian) or L-BFGS (logistic)."""
+    loss_scale = settings.resolved_loss_scale()
+    if data.kind == REGRESSION:
+        precision = lam * np.linalg.inv(omega)
+        weights = row_weights(data.task, data.n_tasks, loss_scale)
+        W, b = _solve_fixed(jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task),
+                            jnp.asarray(weights), map_noise(settings), jnp.asarray(precision),
+                            float(ridge), data.n_tasks)
+        W, b = np.asarray(W), np.asarray(b)
+        objective = _fixed_objective(data, W, b, omega, lam, ridge, weights,
+                                     map_noise(settings))
+        return Fit(W, b, {"omega": np.asarray(omega)}, objective, True, {"n_iter": 1})
+    return _generic_map(data, P.Fixed(np.asarray(omega)), lam, ridge, settings, seed)
+
+
+def _fixed_objective(data, W, b, omega, lam, ridge, weights, noise):
+    f = np.sum(data.X * W.T[data.task], axis=1) + b[data.task]
+    return float(np.sum(weights * (data.y - f) ** 2) / (2 * noise**2)
+                 + 0.5 * lam * np.trace(W @ np.linalg.solve(omega, W.T))
+                 + 0.5 * ridge * np.sum(W**2))
+
+
+def _generic_map(data, prior, lam, ridge, settings, seed=0, init=None) -> Fit:
+    """MAP of mtl_model by L-BFGS on the negative log joint (no closed form)."""
+    from ..inference.map import map_estimate
+
+    args, kw = model_inputs(data, settings.resolved_loss_scale())
+    init_params = None if init is None else {"W": init.W, "b": init.b}
+    r = map_estimate(mtl_model, *args, omega_prior=prior, likelihood=likelihood(data, settings),
+                     lam=lam, ridge=ridge, seed=seed, init_params=init_params, **kw)
+    omega = r.params["omega"]
+    return Fit(r.params["W"], r.params["b"], {"omega": omega}, r.objective, r.converged,
+               {"n_iter": r.n_iter, "grad_norm": r.grad_norm}, r)
+
+
+def _fit_stl(data, hyper, settings, init=None):
+    from ..models.family import GraphLaplacian, fit_family
+
+    del init
+    m = data.n_tasks
+    member = GraphLaplacian(np.zeros((m, m)), ridge=1.0)  # precision I: independent tasks
+    r = fit_family(data, member, hyper["lam"], loss_scale=settings.resolved_loss_scale(),
+                   noise=map_noise(settings))
+    return Fit(r.W, r.b, {"omega": np.eye(m)}, r.objective, r.converged, {"n_iter": r.n_iter},
+               r)
+
+
+def _fixed_prior(hyper):
+    return P.Fixed("identity" if hyper.get("omega") is None else hyper["omega"])
+
+
+def _fit_fixed(data, hyper, settings, init=None):
+    del init
+    prior = _fixed_prior(hyper)
+    prior.check(data.n_tasks)
+    return fit_fixed_omega(data, prior.matrix(data.n_tasks), hyper["lam"], hyper["ridge"],
+                           settings, settings.seed)
+
+
+register(Method(
+    name="stl",
+    aliases=("identity",),
+    summary="single-task learning: Ω = I, each task a ridge regression / L2 logistic",
+    hyper=(LAM,),
+    fit_map=_fit_stl,
+    joint=_joint(lambda h: P.Fixed("identity"), _no_sites),
+    sample=_sampler(lambda h: P.Fixed("identity")),
+    samplers=SAMPLERS,
+    grid={"lam": LAM_GRID},
+    sampling_prior="W ~ MN(0, I, I/λ): a proper Gaussian prior",
+))
+
+register(Method(
+    name="fixed",
+    summary="a given task covariance Ω (e.g. the inverse of a graph Laplacian plus ridge)",
+    hyper=(LAM, RIDGE, Hyper("omega", None, matrix_or_none,
+                             "Ω (m, m) positive definite; None = identity")),
+    fit_map=_fit_fixed,
+    joint=_joint(_fixed_prior, _no_sites),
+    sample=_sampler(_fixed_prior),
+    samplers=SAMPLERS,
+    grid={"lam": LAM_GRID},
+    sampling_prior="W ~ MN(0, I, Ω/λ): proper",
+))
+
+
+# ----------------------------------------------------------------------------- IW, LKJ
+
+
+def _iw(hyper):
+    return P.InverseWishart(df=hyper["df"], scale=hyper["scale"])
+
+
+def _fit_iw(data, hyper, settings, init=None):
+    prior = _iw(hyper)
+    prior.check(data.n_tasks)
+    return _generic_map(data, prior, hyper["lam"], hyper["ridge"], settings, settings.seed,
+                        init)
+
+
+register(Method(
+    name="inverse_wishart",
+    summary="Ω ~ inverse-Wishart(df, scale·I): conjugate; MAP, NUTS, SVI and blocked Gibbs",
+    hyper=(LAM, RIDGE,
+           Hyper("df", None, positive_or_none, "degrees of freedom ν > m - 1; None = m + 2"),
+           Hyper("scale", 1.0, positive, "Ψ = scale · I")),
+    fit_map=_fit_iw,
+    joint=_joint(_iw, lambda fit: {"omega": fit.relation["omega"]}),
+    sample=_sampler(_iw),
+    samplers=frozenset({"nuts", "svi", "gibbs"}),
+    grid={"lam": LAM_GRID},
+    sampling_prior="Ω ~ IW(ν, Ψ): proper",
+))
+
+
+def _lkj(hyper):
+    return P.LKJ(eta=hyper["eta"], scale=hyper["scale"])
+
+
+register(Method(
+    name="lkj",
+    summary="Ω = diag(s) C diag(s), C ~ LKJ(eta), s ~ HalfNormal(scale): sampling only",
+    hyper=(LAM, RIDGE, Hyper("eta", 2.0, positive, "LKJ concentration η"),
+           Hyper("scale", 1.0, positive, "HalfNormal scale of the task standard deviations")),
+    fit_map=None,
+    no_map=("the joint MAP of (W, Ω) does not exist under the LKJ prior: the density grows "
+            "without bound as Ω becomes singular with W in its span."),
+    sample=_sampler(_lkj),
+    samplers=SAMPLERS,
+    grid={"lam": LAM_GRID},
+    sampling_prior="LKJ(η) correlation and HalfNormal scales: proper",
+))
+
+
+# ----------------------------------------------------------------------------- MTRL
+
+
+def _fit_mtrl(data, hyper, settings, init=None):
+    kw = {} if settings.max_iter is None else {"max_iter": max(settings.max_iter, 5000)}
+    r = fit_mtrl(data, hyper["lam"], hyper["ridge"], loss_scale=settings.resolved_loss_scale(),
+                 noise=map_noise(settings), init=None if init is None else (init.W, init.b),
+                 **kw)
+    return Fit(r.W, r.b, {"omega": r.omega}, r.objective, r.converged,
+               history_info(r.history, r.n_iter, r.residual), r)
+
+
+def _mtrl_sites(fit):
+    # Ω = S / tr S with S ~ Wishart: at S = Ω (tr Ω = 1) the Wishart factor is constant
+    return {"omega_raw": fit.relation["omega"]}
+
+
+register(Method(
+    name="mtrl",
+    summary="MTRL (Zhang & Yeung 2010): Ω ⪰ 0, tr Ω = 1, learned with W",
+    hyper=(LAM, RIDGE),
+    fit_map=_fit_mtrl,
+    joint=_joint(lambda h: P.MTRL(), _mtrl_sites),
+    sample=_sampler(lambda h: P.MTRL()),
+    samplers=SAMPLERS,
+    grid={"lam": LAM_GRID},
+    sampling_prior="p(Ω) ∝ |Ω|^{d/2} on the spectraplex {Ω ⪰ 0, tr Ω = 1}: proper (compact)",
+))
+
