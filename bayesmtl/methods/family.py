@@ -93,10 +93,11 @@ def _member_sample(member_of, name):
     return sample
 
 
-def _state_site(site):
+def _relation_site(site, key):
+    """The member's parameter site ``site`` at the fit's exported relation ``key``."""
     def sites(fit, hyper, data):
         del hyper, data
-        return {site: fit.raw.state}
+        return {site: fit.relation[key]}
     return sites
 
 
@@ -269,7 +270,7 @@ register(Method(
     summary="glMTL: sparse task precision (graphical lasso on W), biconvex",
     hyper=(LAM, LAM2),
     fit_map=_member_fit(_glmtl, lambda r: {"omega_inv": r.precision}),
-    joint=_member_joint(_glmtl, _state_site("omega_inv")),
+    joint=_member_joint(_glmtl, _relation_site("omega_inv", "omega_inv")),
     sample=_member_sample(_glmtl, "glmtl"),
     samplers=frozenset({"nuts"}),
     grid={"lam": LAM_GRID, "lam2": LAM2_GRID},
@@ -288,7 +289,7 @@ register(Method(
     summary="SPATS: sparse task covariance ‖Ω‖₁ (jointly convex)",
     hyper=(LAM, LAM2, Hyper("eps", 1e-8, nonnegative, "ε of the barrier (λε/2) tr Ω⁻¹")),
     fit_map=_member_fit(_spats),
-    joint=_member_joint(_spats, _state_site("omega")),
+    joint=_member_joint(_spats, _relation_site("omega", "omega")),
     sample=_member_sample(_spats, "spats"),
     samplers=frozenset({"nuts"}),
     grid={"lam": LAM_GRID, "lam2": LAM2_GRID},
@@ -304,18 +305,13 @@ def _reconstruction(hyper, data):
     return F.SparseReconstruction(hyper["lam2"], hyper["zero_diagonal"])
 
 
-def _reconstruction_sites(fit, hyper, data):
-    del hyper, data
-    return {"reconstruction": fit.raw.state}
-
-
 register(Method(
     name="reconstruction",
     summary="sparse linear span: Ω⁻¹ = (I - A)(I - A)ᵀ, ‖A‖₁ (biconvex)",
     hyper=(LAM, LAM2, Hyper("zero_diagonal", False, boolean,
                             "fix A's diagonal at 0 (AMTL's convention) instead of shrinking it")),
     fit_map=_member_fit(_reconstruction, lambda r: {"reconstruction": r.state}),
-    joint=_member_joint(_reconstruction, _reconstruction_sites),
+    joint=_member_joint(_reconstruction, _relation_site("reconstruction", "reconstruction")),
     sample=_member_sample(_reconstruction, "reconstruction"),
     samplers=frozenset({"nuts"}),
     grid={"lam": LAM_GRID, "lam2": LAM2_GRID},

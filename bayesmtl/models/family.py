@@ -243,7 +243,8 @@ class Clustered(OmegaPrior):
         S = numpyro.sample("omega_raw", dist.Wishart(m + 1.0, scale_matrix=jnp.eye(m)))
         omega = self.b * jnp.eye(m) + (self.a - m * self.b) * S / jnp.trace(S)
         top = jnp.linalg.eigvalsh(omega)[-1]
-        numpyro.factor("omega_upper", jnp.where(top <= self.c, 0.0, -jnp.inf))
+        # the set is closed: Ω on its boundary (a MAP with eigenvalues clipped at c) counts
+        numpyro.factor("omega_upper", jnp.where(top <= self.c * (1 + 1e-10), 0.0, -jnp.inf))
         return omega
 
 
