@@ -419,6 +419,23 @@ class MultiTaskData:
             self.feature_names, self.kind, self.label_values,
         )
 
+    def select_tasks(self, tasks) -> MultiTaskData:
+        """The data of some tasks only (names or indices, in the given order)."""
+        index = [t if isinstance(t, (int, np.integer)) else self.task_index([t])[0]
+                 for t in tasks]
+        if not index:
+            raise EmptyTaskError("select_tasks needs at least one task")
+        if len(set(index)) != len(index) or min(index) < 0 or max(index) >= self.n_tasks:
+            raise ShapeMismatchError(f"task indices must be distinct and in [0, {self.n_tasks})"
+                                     f"; got {index}")
+        rows = np.concatenate([np.arange(self.task_slice(i).start, self.task_slice(i).stop)
+                               for i in index])
+        remap = np.full(self.n_tasks, -1)
+        remap[index] = np.arange(len(index))
+        return _validated(self.X[rows], self.labels()[rows], remap[self.task[rows]],
+                          tuple(self.task_names[i] for i in index), self.feature_names,
+                          self.kind, self.label_values)
+
     def labels(self) -> np.ndarray:
         """(N,) targets in the user's coding (class labels for the classification kinds)."""
         if self.kind == REGRESSION:

@@ -120,8 +120,8 @@ def task_relation_summary(dt, var_name: str | None = None, ci_prob: float = 0.89
     bulk/tail ESS of a task × task variable.
 
     ``var_name`` defaults to the DataTree's task relation: ``omega_corr`` (symmetric: the upper
-    triangle), else ``transfer_graph`` or ``combination`` (directed: every ordered pair
-    s ≠ t, columns ``source_task``/``target_task``). R-hat needs ≥ 2 chains and ESS ≥ 4 draws;
+    triangle), else ``transfer_graph`` or ``combination`` (dims (source_task, target_task):
+    every ordered pair s ≠ t, columns ``source_task``/``target_task``). R-hat needs ≥ 2 chains and ESS ≥ 4 draws;
     otherwise they are NaN (a MAP point has neither).
     """
     import warnings
@@ -147,7 +147,7 @@ def task_relation_summary(dt, var_name: str | None = None, ci_prob: float = 0.89
                 r = rhat(da, method="rank").values
             eb = ess(da, method="bulk").values
             et = ess(da, method="tail").values
-    directed = var_name != "omega_corr"
+    directed = da.dims[-2:] == ("source_task", "target_task")
     iu, ju = (np.nonzero(~np.eye(len(names), dtype=bool)) if directed
               else np.triu_indices(len(names), k=1))
     first, second = ("source_task", "target_task") if directed else ("task", "task_")

@@ -8,6 +8,7 @@ and the pooled baseline (:mod:`.family`), AMTL and its ablations (:mod:`.amtl`) 
 
 # registration order is the listing order of names()
 from . import matrix_normal, schatten, family, amtl, gamtl  # noqa: F401, I001
+from .matrix_normal import omega_prior_method
 from .registry import (
     INFERENCES,
     RELATIONS,
@@ -25,5 +26,6 @@ from .registry import (
     validate,
 )
 
-__all__ = ["INFERENCES", "RELATIONS", "Fit", "Hyper", "JointForm", "Method", "Settings", "fit",
-           "get", "names", "register", "to_datatree", "unregister", "validate"]
+__all__ = ["omega_prior_method", "INFERENCES", "RELATIONS", "Fit", "Hyper", "JointForm",
+           "Method", "Settings", "fit", "get", "names", "register", "to_datatree", "unregister",
+           "validate"]

@@ -166,6 +166,42 @@ register(Method(
 ))
 
 
+# ----------------------------------------------------------------------------- user priors
+
+
+def omega_prior_method(name: str, prior, hyper=(), *, summary: str = "",
+                       sampling_prior: str = "", samplers=SAMPLERS, map_form: bool = True,
+                       grid=None, sites=None) -> Method:
+    """A :class:`Method` for a user's own prior on Ω in the matrix-normal model.
+
+    ``prior(hyper) -> OmegaPrior`` builds the prior (an object with ``check(m)`` and
+    ``__call__(m, d) -> Ω`` registering its NumPyro sites, see :mod:`bayesmtl.priors`) from
+    the method's hyperparameters; ``hyper`` declares them (λ = ``lam`` and ρ = ``ridge`` are
+    added). MAP is L-BFGS on the negative log joint (``map_form=False`` when the joint MAP
+    does not exist); NUTS and SVI sample :func:`~bayesmtl.models.matrix_normal.mtl_model`.
+    ``sites(fit) -> {site: value}`` gives the prior's latent sites at a fit (default: a site
+    ``omega`` holding Ω itself). Register the result with :func:`~bayesmtl.methods.register`.
+    """
+    def prior_of(values):
+        return prior({k: v for k, v in values.items() if k not in ("lam", "ridge")})
+
+    def fit_map(data, values, settings, init=None):
+        p = prior_of(values)
+        p.check(data.n_tasks)
+        return _generic_map(data, p, values["lam"], values["ridge"], settings, settings.seed,
+                            init)
+
+    def omega_site(fit):
+        return {"omega": fit.relation["omega"]}
+
+    return Method(name=name, summary=summary or f"user prior {name} on Ω",
+                  hyper=(LAM, RIDGE, *hyper), fit_map=fit_map if map_form else None,
+                  joint=_joint(prior_of, sites or omega_site), sample=_sampler(prior_of),
+                  samplers=frozenset(samplers), grid=grid or {"lam": LAM_GRID},
+                  sampling_prior=sampling_prior or "the user's prior on Ω",
+                  no_map=None if map_form else f"{name} was declared without a MAP.")
+
+
 # ----------------------------------------------------------------------------- IW, LKJ
 
 
