@@ -52,6 +52,23 @@ def check_covariance(omega, m: int | None = None, name: str = "omega",
     return (a + a.T) / 2
 
 
+def positive_scalar(value, name):
+    """A finite positive scalar, or :class:`PriorError` naming ``name``."""
+    if not (np.isscalar(value) and np.isfinite(value) and value > 0):
+        raise PriorError(f"{name} must be a positive number; got {value!r}")
+
+
+def nonnegative_scalar(value, name):
+    """A finite non-negative scalar, or :class:`PriorError` naming ``name``."""
+    if not (np.isscalar(value) and np.isfinite(value) and value >= 0):
+        raise PriorError(f"{name} must be a non-negative number; got {value!r}")
+
+
+def log_det(omega):
+    """log|Ω| of a positive definite Ω by Cholesky (NaN when Ω is not positive definite)."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(omega))))
+
+
 def _positive(value, name):
     if not np.all(np.asarray(value) > 0):
         raise PriorError(f"{name} must be positive; got {value!r}")

@@ -32,9 +32,9 @@ from .errors import (
     GridEdgeWarning,
     HyperparameterError,
 )
+from .inference.profile import _task_blocks
 from .methods.registry import Fit, Settings
 from .models.losses import linear_predictor
-from .models.matrix_normal import _task_blocks
 
 __all__ = ["SCORERS", "score", "predict_fit", "regularisation_path", "task_folds",
            "cross_validate", "CVResult", "compare", "log_evidence", "select_by_evidence"]
@@ -320,7 +320,7 @@ def _progress(enabled, total, desc):
 def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=None,
             scoring=None, n_folds: int = 3, seed: int = 0, n_jobs: int = 1,
             time_limit: float | None = None, settings: Settings | None = None,
-            progress: bool = False, log=None):
+            refit_settings: Settings | None = None, progress: bool = False, log=None):
     """For each method (default: every registered shallow method for the data's kind):
     hyperparameters by K-fold CV on ``train``, a refit on all of ``train``, the score on
     ``test``.
@@ -329,7 +329,8 @@ def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=No
     time_limit : seconds per method (CV and refit); a method over it is reported with
         ``status`` "skipped: time limit" (the limit is checked between fits and inside the
         alternating solvers' outer loops, so one uninterruptible fit can overrun it).
-    settings : MAP settings of every fit (e.g. an outer-iteration cap).
+    settings : MAP settings of every fit (e.g. an outer-iteration cap); ``refit_settings``
+        those of the final refit on all of ``train`` (default: ``settings``).
     Returns (rows, fits): rows are dicts (method, status, test score, fit and CV time, chosen
     hyperparameters, converged, last relative change of the objective, on_edge); fits maps
     each finished method to its refitted :class:`~bayesmtl.methods.Fit`.
@@ -342,8 +343,11 @@ def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=No
     for name in methods:
         method = registry.get(name)
         start = time.monotonic()
-        run = (Settings() if settings is None else settings)._replace(
-            inference="map", deadline=None if time_limit is None else start + time_limit)
+        deadline = None if time_limit is None else start + time_limit
+        run = (Settings() if settings is None else settings)._replace(inference="map",
+                                                                       deadline=deadline)
+        refit = run if refit_settings is None else refit_settings._replace(inference="map",
+                                                                           deadline=deadline)
         row = {"method": method.name, "status": "ok", f"test_{scoring}": None,
                "fit_time_s": None, "cv_time_s": None, "hyper": {}, "converged": None,
                "last_relative_change": None, "on_edge": []}
@@ -357,7 +361,7 @@ def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=No
                        cv_unconverged=cv.n_unconverged)
             _check_deadline(run)
             t0 = time.perf_counter()
-            fit, _ = registry.fit(train, method, cv.best, run)
+            fit, _ = registry.fit(train, method, cv.best, refit)
             row["fit_time_s"] = time.perf_counter() - t0
             row[f"test_{scoring}"] = score(fit, test, scoring)
             row["converged"] = bool(fit.converged)

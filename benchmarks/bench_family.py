@@ -23,13 +23,25 @@ from pathlib import Path
 import numpy as np
 
 import bayesmtl  # noqa: F401
-from bayesmtl.cli import DEFAULT_MEMBERS
+from bayesmtl import methods
 from bayesmtl.errors import ConvergenceWarning
-from bayesmtl.selection import MEMBERS, compare_members, make_member, regularisation_path
+from bayesmtl.methods import Settings
+from bayesmtl.selection import compare, predict_fit, regularisation_path
 
 LAM_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 LAM2_GRID = (0.01, 0.1, 1.0)
 HERE = Path(__file__).parent
+#: the family members of issue 3 (``--members all``)
+DEFAULT_MEMBERS = ("stl", "pooled", "rmtl", "clustered", "mtrl", "glmtl", "spats", "schatten",
+                   "squared_schatten", "reconstruction")
+
+
+def _grid(name, lam_grid, lam2_grid):
+    """The CV grid of member ``name``: λ, and λ₂ where the member has one."""
+    grid = {"lam": lam_grid}
+    if "lam2" in methods.get(name).hyper_names:
+        grid["lam2"] = lam2_grid
+    return grid
 
 
 def _splits(text):
@@ -41,9 +53,7 @@ def rmse_conventions(fit, test):
     """School test error of ``fit`` under the RMSE conventions in use: overall √(mean over
     all test rows), the unweighted mean over tasks of per-task RMSE, and that mean weighted
     by test rows per task."""
-    from bayesmtl.selection import predict_member
-
-    sq = (predict_member(fit, test.X, test.task, False) - test.y) ** 2
+    sq = (predict_fit(fit, test.X, test.task) - test.y) ** 2
     n = test.n_per_task
     per = np.sqrt(np.bincount(test.task, sq, minlength=test.n_tasks) / n)
     return float(np.sqrt(sq.mean())), float(per.mean()), float(per @ n / n.sum())
@@ -56,9 +66,16 @@ def school(splits, members, folds, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID,
     meta = {name: [] for name in members}
     for split in splits:
         train, test = load_school(split, features=features)
-        rows, fits = compare_members(train, test, members, lam_grid, lam2_grid, n_folds=folds,
-                                     tol=tol)
+        # CV fits with the outer tolerance ``tol``, the refit with each solver's default
+        rows, fits = compare(train, test, members,
+                             grids={n: _grid(n, lam_grid, lam2_grid) for n in members},
+                             n_folds=folds, settings=Settings(tol=tol),
+                             refit_settings=Settings())
         for r in rows:
+            r = {"member": r["method"], "test_rmse": r["test_rmse"],
+                 "fit_time_s": r["fit_time_s"], "cv_time_s": r["cv_time_s"],
+                 "lam": r["hyper"]["lam"], "lam2": r["hyper"].get("lam2"),
+                 "converged": r["converged"]}
             r["test_rmse_per_task"] = rmse_conventions(fits[r["member"]], test)[1]
             meta[r["member"]].append(r)
         print(f"split {split}: " + "  ".join(
@@ -100,7 +117,6 @@ def conventions(meta, splits, features="all"):
     """Refit each member at its stored CV choice and report School test error under the
     three RMSE conventions of :func:`rmse_conventions`."""
     from bayesmtl.datasets import load_school
-    from bayesmtl.selection import fit_member
 
     print("| member | overall RMSE | mean per-task RMSE | row-weighted mean per-task RMSE |\n"
           "|---|---|---|---|")
@@ -110,7 +126,9 @@ def conventions(meta, splits, features="all"):
             train, test = load_school(split, features=features)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                fit = fit_member(train, make_member(name, train.n_tasks, r["lam2"]), r["lam"])
+                hyper = {"lam": r["lam"]} if r["lam2"] is None else {"lam": r["lam"],
+                                                                      "lam2": r["lam2"]}
+                fit, _ = methods.fit(train, name, hyper)
             values.append(rmse_conventions(fit, test))
         v = np.mean(values, axis=0)
         print(f"| {name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} |", flush=True)
@@ -136,13 +154,13 @@ def digits(members, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID):
         for dataset in ("mnist", "usps"):
             train, valid, test = load_digits_split(dataset)
             best = (np.inf, None, None, None)
-            lam2s = lam2_grid if MEMBERS[name][1] else (None,)
+            lam2s = lam2_grid if "lam2" in methods.get(name).hyper_names else (None,)
             for lam2 in lam2s:
-                member = make_member(name, train.n_tasks, lam2)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    path = regularisation_path(train, member, sorted(lam_grid, reverse=True),
-                                               tol=tol)
+                    path = regularisation_path(train, name, sorted(lam_grid, reverse=True),
+                                               {} if lam2 is None else {"lam2": lam2},
+                                               settings=Settings(tol=tol))
                 for lam, fit in zip(sorted(lam_grid, reverse=True), path, strict=True):
                     err = _digit_error(fit, valid)
                     if err < best[0]:

@@ -14,7 +14,7 @@ the method is refitted on the whole training set and scored once on the test set
   of Algorithm 1 (early stopping: on separable logistic tasks AMTL has no MAP and ‖W‖ grows
   without bound along the alternation); stops earlier at relative change 1e-5 (whether the
   final fit converged is reported).
-* MTRL (``bayesmtl.selection.fit_member`` with the "mtrl" member), λ ∈ {0.01, 0.1, 1}.
+* MTRL (``bayesmtl.methods.fit(data, "mtrl", …)``), λ ∈ {0.01, 0.1, 1}.
 * GAMTL (``fit_gamtl``), (λ, γ) from ``GAMTL_GRID`` (selection fits capped at
   ``--select-outer`` outer iterations), final fit to relative tolerance 1e-5 (at most
   ``--max-outer`` outer iterations); its wall time is reported.
@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 import bayesmtl  # noqa: F401
+from bayesmtl import methods
 from bayesmtl.datasets import load_school, load_sklearn_digits
 from bayesmtl.datasets.synthetic_clusters import make_synthetic_clusters
 from bayesmtl.errors import ConvergenceWarning
 from bayesmtl.models.amtl import fit_amtl
 from bayesmtl.models.gamtl import fit_gamtl, fit_single_task, task_groups
-from bayesmtl.selection import fit_member, make_member
 
 HERE = Path(__file__).parent
 AMTL_MAX_ITER = 8
@@ -102,7 +102,7 @@ def select_amtl(grid, train, k_max, seed=0):
 
 
 def mtrl(data, lam):
-    r = fit_member(data, make_member("mtrl", data.n_tasks), lam)
+    r, _ = methods.fit(data, "mtrl", {"lam": lam})
     return r.W, r.b, r.converged
 
 

@@ -28,9 +28,15 @@ import numpy as np
 from bayesmtl import MultiTaskData
 from bayesmtl.datasets import load_school
 from bayesmtl.errors import ConvergenceWarning
+from bayesmtl.inference.omega_steps import graphical_lasso, graphical_lasso_subgradient
+from bayesmtl.inference.profile import _inputs, _w_step, task_rows
+from bayesmtl.methods import Fit
 from bayesmtl.models import family as F
-from bayesmtl.models.matrix_normal import _inputs, task_rows
-from bayesmtl.selection import MemberFit, make_member, score
+from bayesmtl.selection import score
+
+#: the alternating members by name
+MEMBERS = {"glmtl": F.SparsePrecision, "spats": F.SparseCovariance,
+           "reconstruction": F.SparseReconstruction}
 
 
 def glasso_objective(S, alpha, P):
@@ -42,11 +48,11 @@ def glasso_objective(S, alpha, P):
 def first_omega_problem(split, lam, lam2):
     """(S, α, P0) of the first glMTL Ω-step on School ``split`` training rows."""
     train, _ = load_school(split)
-    member = make_member("glmtl", train.n_tasks, lam2)
+    member = F.SparsePrecision(lam2)
     X, y, task, weights, classification, noise = _inputs(train, "mean", None)
     d, m = train.n_features, train.n_tasks
     state = member.initial_state(m)
-    W, _ = F._w_step(X, y, task, weights, lam * member.precision(state), jnp.zeros((d, m)),
+    W, _ = _w_step(X, y, task, weights, lam * member.precision(state), jnp.zeros((d, m)),
                      jnp.zeros(m), m, classification, noise, jnp.asarray(task_rows(train.task, m)))
     return W.T @ W / d, 2.0 * lam2 / (lam * d), state, d
 
@@ -57,14 +63,14 @@ def omega_step(args):
     print(f"School split {args.split}, λ = {args.lam:g}, λ₂ = {args.lam2:g}: d = {d}, "
           f"m = {S.shape[0]}, rank S = {np.sum(ev > 1e-10 * ev.max())}, α = {alpha:.5f}")
     t = time.perf_counter()
-    solve = F.graphical_lasso.lower(S, alpha, P0).compile()
+    solve = graphical_lasso.lower(S, alpha, P0).compile()
     compile_s = time.perf_counter() - t
     t = time.perf_counter()
     P = solve(S, alpha, P0)
     P.block_until_ready()
     solve_s = time.perf_counter() - t
     S, P = np.asarray(S), np.asarray(P)
-    kkt = np.asarray(F.graphical_lasso_subgradient(S, alpha, P))
+    kkt = np.asarray(graphical_lasso_subgradient(S, alpha, P))
     ev = np.linalg.eigvalsh(P)
     print(f"compile {compile_s:.1f} s, solve {solve_s:.2f} s")
     print(f"objective {glasso_objective(S, alpha, P):.12f}")
@@ -90,12 +96,12 @@ def fit(args):
     ``--max-outer`` outer iterations. ``--tasks k`` fits the first k schools only;
     ``--member`` another alternating member (spats, reconstruction)."""
     train, test = (first_tasks(part, args.tasks) for part in load_school(args.split))
-    member = make_member(args.member, train.n_tasks, args.lam2)
+    member = MEMBERS[args.member](args.lam2)
     start = time.perf_counter()
 
     def report(history, W, b, state):
         if len(history) % args.chunk == 0:
-            fit = MemberFit(np.asarray(W), np.asarray(b), None, float(history[-1]), False, None)
+            fit = Fit(np.asarray(W), np.asarray(b), {}, float(history[-1]), False, {})
             print(f"{len(history)} outer iterations, {time.perf_counter() - start:.1f} s: "
                   f"objective {history[-1]:.10f}, test RMSE {score(fit, test):.4f}", flush=True)
 
@@ -103,7 +109,7 @@ def fit(args):
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = F.fit_family(train, member, args.lam, max_iter=args.max_outer,
                          extrapolation=args.extrapolation, callback=report)
-    fit = MemberFit(r.W, r.b, r.omega, r.objective, r.converged, r)
+    fit = Fit(r.W, r.b, {"omega": r.omega}, r.objective, r.converged, {}, r)
     print(f"{args.member} School split {args.split} ({train.n_tasks} tasks), λ = {args.lam:g}, "
           f"λ₂ = {args.lam2:g}, extrapolation {args.extrapolation:g}: {r.n_iter} outer iterations "
           f"({int(r.extrapolated.sum())} extrapolations kept), converged {r.converged}, "
@@ -120,7 +126,7 @@ def steps(args):
     warm start of the Ω-step), timing the W-step and the Ω-step apart (the first iteration
     includes compilation)."""
     train, test = load_school(args.split)
-    member = make_member("glmtl", train.n_tasks, args.lam2)
+    member = F.SparsePrecision(args.lam2)
     X, y, task, weights, classification, noise = _inputs(train, "mean", None)
     d, m = train.n_features, train.n_tasks
     rows = jnp.asarray(task_rows(train.task, m))
@@ -128,7 +134,7 @@ def steps(args):
     print("| outer iteration | W-step (s) | Ω-step (s) | objective F |\n|---|---|---|---|")
     for it in range(args.max_outer):
         t0 = time.perf_counter()
-        W, b = F._w_step(X, y, task, weights, args.lam * member.precision(state), W, b, m,
+        W, b = _w_step(X, y, task, weights, args.lam * member.precision(state), W, b, m,
                          classification, noise, rows)
         W.block_until_ready()
         t1 = time.perf_counter()

@@ -10,6 +10,7 @@ from conftest import make_regression
 
 from bayesmtl import MultiTaskData
 from bayesmtl.errors import PriorError
+from bayesmtl.inference import omega_steps as OS
 from bayesmtl.inference.map import neg_log_joint
 from bayesmtl.models import family as F
 from bayesmtl.models.likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
@@ -188,7 +189,7 @@ def test_clustered_omega_step_is_the_constrained_minimiser():
     Wt = rng.normal(size=(3, m))
     G = Wt.T @ Wt
     a, lo, hi = 2.0, 0.1, 0.7
-    omega_ours = np.asarray(F.clustered_omega_step(jnp.asarray(G), a, lo, hi))
+    omega_ours = np.asarray(OS.clustered_omega_step(jnp.asarray(G), a, lo, hi))
     omega = cp.Variable((m, m), PSD=True)
     ref = _solve(cp.Problem(cp.Minimize(cp.matrix_frac(Wt.T, omega)),
                             [cp.trace(omega) == a, omega >> lo * np.eye(m),
@@ -234,12 +235,12 @@ def test_glmtl_omega_step_is_graphical_lasso(m, d, alpha, P0):
     if P0 == "dual":  # the previous outer iteration's S and its solution
         W0 = Wt + 0.01 * rng.normal(size=Wt.shape)
         S0 = jnp.asarray(W0.T @ W0 / d)
-        start = F.graphical_lasso(S0, alpha, jnp.eye(m))
-    P_ours = np.asarray(F.graphical_lasso(jnp.asarray(S), alpha, jnp.asarray(start), S0))
+        start = OS.graphical_lasso(S0, alpha, jnp.eye(m))
+    P_ours = np.asarray(OS.graphical_lasso(jnp.asarray(S), alpha, jnp.asarray(start), S0))
     assert _rel(_glasso_objective(S, alpha, P_ours), ref) < 1e-9
     assert np.array_equal(P_ours, P_ours.T)
     assert np.linalg.eigvalsh(P_ours).min() > 0
-    kkt = np.asarray(F.graphical_lasso_subgradient(S, alpha, P_ours))
+    kkt = np.asarray(OS.graphical_lasso_subgradient(S, alpha, P_ours))
     assert np.linalg.norm(kkt) < 1e-5 * np.linalg.norm(np.linalg.inv(P_ours))
     assert np.sum(P_ours == 0) > 0  # exact zeros (complementary slackness)
 
@@ -252,7 +253,7 @@ def test_reconstruction_step_is_a_lasso():
     lam2 = 0.3
     for zero_diag in (False, True):
         mask = 1.0 - np.eye(m) if zero_diag else np.ones((m, m))
-        A_ours = np.asarray(F.reconstruction_step(jnp.asarray(G), LAM, lam2, jnp.zeros((m, m)),
+        A_ours = np.asarray(OS.reconstruction_step(jnp.asarray(G), LAM, lam2, jnp.zeros((m, m)),
                                                   jnp.asarray(mask)))
         A = cp.Variable((m, m))
         cons = [cp.diag(A) == 0] if zero_diag else []

@@ -13,6 +13,7 @@ from conftest import make_regression
 
 from bayesmtl import MultiTaskData
 from bayesmtl.errors import ConvergenceWarning, PriorError
+from bayesmtl.inference import prox as PX
 from bayesmtl.inference.map import map_estimate, neg_log_joint
 from bayesmtl.models import schatten as S
 from bayesmtl.models.likelihoods import PAPER_SQUARED_LOSS_NOISE, Gaussian
@@ -214,7 +215,7 @@ def test_nonconvex_squared_prox_is_global_minimiser():
     p, grid = 2 / 3, np.linspace(0, 3, 601)
     X1, X2 = np.meshgrid(grid, grid, indexing="ij")
     rng = np.random.default_rng(0)
-    prox = jax.jit(S.prox_squared_schatten)
+    prox = jax.jit(PX.prox_squared_schatten)
     for _ in range(10):
         s, tau = np.sort(rng.uniform(0, 3, 2))[::-1], rng.uniform(0.05, 2)
         x = np.asarray(prox(jnp.diag(jnp.asarray(s)), tau, p)).diagonal()
@@ -245,9 +246,9 @@ def test_proxes_match_cvxpy(p):
     tau = 0.7
     V = np.random.default_rng(2).normal(size=(6, 4))
     U, s, Vt = np.linalg.svd(V, full_matrices=False)
-    cases = ((S.prox_schatten_pp(jnp.asarray(V), tau, p), lambda x: tau * cp.sum(cp.power(x, p)),
+    cases = ((PX.prox_schatten_pp(jnp.asarray(V), tau, p), lambda x: tau * cp.sum(cp.power(x, p)),
               lambda x: tau * np.sum(x**p)),
-             (S.prox_squared_schatten(jnp.asarray(V), tau, p),
+             (PX.prox_squared_schatten(jnp.asarray(V), tau, p),
               lambda x: tau / 2 * cp.square(cp.pnorm(x, p)),
               lambda x: tau / 2 * np.sum(x**p) ** (2 / p)))
     for ours, penalty, value in cases:
@@ -271,7 +272,7 @@ def test_proxes_match_cvxpy(p):
 def test_nonconvex_scalar_prox_is_global_minimiser():
     """p = 2/3: generalised thresholding equals a brute-force grid minimisation."""
     s, tau, p = np.linspace(0, 3, 61), 0.7, 2 / 3
-    x = np.asarray(S.prox_schatten_pp(jnp.diag(jnp.asarray(s)), tau, p))
+    x = np.asarray(PX.prox_schatten_pp(jnp.diag(jnp.asarray(s)), tau, p))
     x = np.sort(np.linalg.svd(x, compute_uv=False))
     grid = np.linspace(0, 3, 300001)
     brute = np.array([grid[np.argmin(0.5 * (grid - si) ** 2 + tau * grid**p)] for si in s])

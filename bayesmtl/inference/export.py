@@ -121,8 +121,8 @@ def task_relation_summary(dt, var_name: str | None = None, ci_prob: float = 0.89
 
     ``var_name`` defaults to the DataTree's task relation: ``omega_corr`` (symmetric: the upper
     triangle), else ``transfer_graph`` or ``combination`` (dims (source_task, target_task):
-    every ordered pair s ≠ t, columns ``source_task``/``target_task``). R-hat needs ≥ 2 chains and ESS ≥ 4 draws;
-    otherwise they are NaN (a MAP point has neither).
+    every ordered pair s ≠ t, columns ``source_task``/``target_task``). R-hat needs ≥ 2
+    chains and ESS ≥ 4 draws; otherwise they are NaN (a MAP point has neither).
     """
     import warnings
 

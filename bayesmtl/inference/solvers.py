@@ -116,43 +116,6 @@ def fista(smooth, prox, penalty, x0, *, step0=1.0, max_iter=5000, tol=1e-12, rto
 # ----------------------------------------------------------------------------- prox operators
 
 
-def prox_l1(x, threshold):
-    """Soft-thresholding: prox of ``threshold * ||x||_1``."""
-    return jnp.sign(x) * jnp.maximum(jnp.abs(x) - threshold, 0.0)
-
-
-def prox_nonneg_l1(x, threshold):
-    """Prox of ``threshold * ||x||_1`` plus the constraint x >= 0 (threshold may be an array)."""
-    return jnp.maximum(x - threshold, 0.0)
-
-
-def prox_trace_norm(W, threshold):
-    """Singular-value soft-thresholding: prox of ``threshold * ||W||_*`` for W (d, m)."""
-    U, s, Vt = jnp.linalg.svd(W, full_matrices=False)
-    return (U * jnp.maximum(s - threshold, 0.0)) @ Vt
-
-
-def prox_squared_l1_nonneg(s, tau):
-    """Prox of ``(tau / 2) (sum_k s_k)^2`` over s >= 0 for a non-negative vector s.
-
-    The solution is ``max(s - theta, 0)`` with ``theta = tau * sum(max(s - theta, 0))``; theta
-    is found exactly from the sorted values.
-    """
-    u = jnp.sort(s)[::-1]
-    k = jnp.arange(1, s.shape[0] + 1, dtype=s.dtype)
-    thetas = tau * jnp.cumsum(u) / (1.0 + tau * k)  # theta if the top-k entries stay positive
-    valid = u > thetas
-    kstar = jnp.sum(valid)  # valid is a prefix of True values
-    theta = jnp.where(kstar > 0, thetas[jnp.maximum(kstar - 1, 0)], 0.0)
-    return jnp.maximum(s - theta, 0.0)
-
-
-def prox_squared_trace_norm(W, tau):
-    """Prox of ``(tau / 2) ||W||_*^2`` (the MTRL / squared-Schatten-1 penalty) for W (d, m)."""
-    U, s, Vt = jnp.linalg.svd(W, full_matrices=False)
-    return (U * prox_squared_l1_nonneg(s, tau)) @ Vt
-
-
 # ----------------------------------------------------------------------------- ADMM
 #
 # Scaled-form ADMM (Boyd et al. 2011, sections 3.1.1, 3.3 and 3.4.1) for

@@ -26,8 +26,9 @@ import numpy as np
 
 from .. import priors as P
 from ..data import REGRESSION
+from ..inference.profile import gaussian_w_step
 from ..models.losses import row_weights
-from ..models.matrix_normal import fit_mtrl, gaussian_w_step, model_inputs, mtl_model
+from ..models.matrix_normal import fit_mtrl, model_inputs, mtl_model
 from .common import history_info, likelihood, map_noise, sample_mtl_model
 from .registry import (
     Fit,

@@ -41,9 +41,6 @@ penalty and in that spectral function.
 
 from __future__ import annotations
 
-import warnings
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,15 +49,13 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from ..data import MultiTaskData
-from ..errors import ConvergenceWarning
-from ..inference.solvers import fista, prox_squared_trace_norm
-from .likelihoods import PAPER_SQUARED_LOSS_NOISE, Gaussian
+from ..inference.profile import MTRLResult, omega_from_W_spectrum, profile_objective, solve_profile
+from ..inference.prox import prox_squared_trace_norm
+from .likelihoods import Gaussian
 from .losses import linear_predictor, row_weights
 
-__all__ = ["mtl_model", "predict_linear", "fit_mtrl", "MTRLResult", "omega_from_W",
-           "omega_from_W_spectrum", "model_inputs", "solve_profile",
-           "profile_admm", "profile_proximal", "profile_alternating", "profile_objective",
-           "gaussian_w_step", "task_rows"]
+__all__ = ["mtl_model", "predict_linear", "fit_mtrl", "omega_from_W", "model_inputs",
+           "mtrl_objective"]
 
 
 def mtl_model(X, task, n_tasks, y=None, *, omega_prior, likelihood=None, lam=1.0, ridge=0.0,
@@ -120,17 +115,6 @@ def omega_from_W(W, eps=0.0):
     return omega_from_W_spectrum(W, _mtrl_omega_spectrum, (), eps)
 
 
-def omega_from_W_spectrum(W, spectrum, args=(), eps=0.0):
-    """Ω (m, m) = V diag(spectrum(a, args)) Vᵀ where WᵀW + εI = V diag(a) Vᵀ.
-
-    Every closed-form Ω-step of the g(Ω) family (MTRL, Schatten, squared Schatten) is a
-    spectral function of WᵀW; ``spectrum`` maps its eigenvalues a (m,) to Ω's.
-    """
-    evals, evecs = jnp.linalg.eigh(W.T @ W + eps * jnp.eye(W.shape[1]))
-    return (evecs * spectrum(jnp.clip(evals, 0.0), args)) @ evecs.T
-
-
-
 def _mtrl_omega_spectrum(a, args):
     del args
     root = jnp.sqrt(a)
@@ -145,35 +129,6 @@ def _mtrl_omega_spectrum(a, args):
 # ‖Z - V‖²/(2 step) and ``penalty(W, args)`` = R(W); ``args`` is a pytree of the penalty's
 # hyperparameters (traced, so changing λ does not recompile). prox and penalty must be
 # module-level functions (they are static arguments of the jitted loops).
-
-
-class MTRLResult(NamedTuple):
-    """MAP of MTRL (or another profile model): W (d, m), b (m,), omega (m, m), objective,
-    history, n_iter, converged, residual (KKT residual of the proximal solve, max of the ADMM
-    primal/dual residuals, or relative W change for alternating)."""
-
-    W: np.ndarray
-    b: np.ndarray
-    omega: np.ndarray
-    objective: float
-    history: np.ndarray
-    n_iter: int
-    converged: bool
-    residual: float
-
-
-def _data_loss(X, y, task, weights, W, b, classification, noise):
-    f = linear_predictor(X, task, W, b)
-    if classification:
-        return jnp.sum(weights * jnp.logaddexp(0.0, -(2.0 * y - 1.0) * f))
-    return jnp.sum(weights * (y - f) ** 2) / (2.0 * noise**2)
-
-
-def profile_objective(W, b, X, y, task, weights, ridge, penalty, args, classification=False,
-                      noise=1.0):
-    """L(W, b) + (ρ/2)‖W‖²_F + penalty(W, args)."""
-    return (_data_loss(X, y, task, weights, W, b, classification, noise)
-            + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args))
 
 
 def squared_trace_norm_penalty(W, lam):
@@ -197,74 +152,6 @@ def _check_hyper(lam, ridge):
         raise ValueError(f"lam (λ) must be positive; got {lam}")
     if not ridge >= 0:
         raise ValueError(f"ridge (ρ) must be non-negative; got {ridge}")
-
-
-def _inputs(data, loss_scale, noise):
-    classification = data.kind == "classification"
-    if noise is None:
-        noise = PAPER_SQUARED_LOSS_NOISE
-    if not noise > 0:
-        raise ValueError(f"noise must be positive; got {noise}")
-    weights = row_weights(data.task, data.n_tasks, loss_scale)
-    return (jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task),
-            jnp.asarray(weights), classification, float(noise))
-
-
-def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, omega0,
-                  lam, ridge=0.0, loss_scale="mean", noise=None, fit_intercept=True,
-                  max_iter=5000, tol=1e-12, init=None,
-                  methods=("admm", "proximal", "alternating")) -> MTRLResult:
-    """MAP of a profile model: dispatch to ADMM, FISTA or the alternating W/Ω scheme.
-
-    prox, penalty, args : the profile penalty R (see the comment above).
-    omega_spectrum(a, args) : Ω's eigenvalues from those of WᵀW (the closed-form Ω-step).
-    omega0 : (m, m) Ω for the first W-step of the alternating scheme.
-    lam : λ (precision scale of the matrix-normal prior), used by the alternating scheme.
-    methods : the methods valid for this penalty (a non-convex R excludes "admm"); "auto"
-        takes the first valid one of admm, proximal, alternating (proximal for
-        classification).
-    """
-    X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
-    d, m = data.n_features, data.n_tasks
-    W0, b0 = (jnp.zeros((d, m)), jnp.zeros(m)) if init is None else map(jnp.asarray, init)
-    if not fit_intercept:
-        b0 = jnp.zeros(m)
-    rows = jnp.asarray(task_rows(data.task, m))
-    if method == "auto":
-        order = ("proximal",) if classification else ("admm", "proximal", "alternating")
-        method = next((m_ for m_ in order if m_ in methods), "unavailable")
-        if method == "unavailable":
-            raise ValueError(f"{name}: no method for classification with this non-convex "
-                             f"penalty (valid: {methods}, Gaussian likelihood only)")
-    if method in ("admm", "alternating") and classification:
-        raise ValueError(f"method={method!r} has an exact W-step for the Gaussian likelihood "
-                         "only; use method='proximal' for classification")
-    if method in ("admm", "proximal", "alternating") and method not in methods:
-        raise ValueError(f"method={method!r} is not available for {name}: its profile "
-                         f"penalty is non-convex; use one of {methods}")
-    if method == "admm":
-        W, b, res = profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0,
-                                 m, max_iter, tol, fit_intercept, rows)
-    elif method == "proximal":
-        W, b, res = profile_proximal(X, y, task, weights, noise, ridge, classification, prox,
-                                     penalty, args, W0, b0, m, max_iter, tol, fit_intercept)
-    elif method == "alternating":
-        W, b, res = profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum,
-                                        penalty, args, jnp.asarray(omega0), W0, b0, m,
-                                        max_iter, tol, fit_intercept, rows)
-    else:
-        raise ValueError(f"method must be 'auto', 'admm', 'proximal' or 'alternating'; got "
-                         f"{method!r}")
-    objective, history, n_iter, converged, residual = res
-    history = np.asarray(history)
-    history = history[~np.isnan(history)]
-    if not bool(converged):
-        warnings.warn(f"{name} {method} solver stopped after {int(n_iter)} iterations without "
-                      f"meeting tol={tol} (residual {float(residual):.2e})",
-                      ConvergenceWarning, stacklevel=3)
-    omega = omega_from_W_spectrum(W, omega_spectrum, args)
-    return MTRLResult(np.asarray(W), np.asarray(b), np.asarray(omega), float(objective),
-                      history, int(n_iter), bool(converged), float(residual))
 
 
 def fit_mtrl(data: MultiTaskData, lam: float = 1.0, ridge: float = 0.0, *,
@@ -293,300 +180,6 @@ def fit_mtrl(data: MultiTaskData, lam: float = 1.0, ridge: float = 0.0, *,
                          fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, init=init)
 
 
-@jax.jit(static_argnames=("classification", "prox", "penalty", "m", "max_iter",
-                          "fit_intercept"))
-def profile_proximal(X, y, task, weights, noise, ridge, classification, prox, penalty, args,
-                     W0, b0, m, max_iter, tol, fit_intercept=True):
-    """FISTA on L(W, b) + (ρ/2)‖W‖² + R(W) (any likelihood). Returns W, b and
-    ``(objective, history, n_iter, converged, residual)``."""
-    d = X.shape[1]
-
-    def unpack(x):
-        W = x[: d * m].reshape(d, m)
-        return W, (x[d * m:] if fit_intercept else jnp.zeros(m, x.dtype))
-
-    def smooth(x):
-        W, b = unpack(x)
-        return (_data_loss(X, y, task, weights, W, b, classification, noise)
-                + 0.5 * ridge * jnp.sum(W**2))
-
-    def prox_x(x, step):
-        W = prox(x[: d * m].reshape(d, m), step, args).ravel()
-        return jnp.concatenate([W, x[d * m:]])
-
-    x0 = jnp.concatenate([W0.ravel(), b0]) if fit_intercept else W0.ravel()
-    out = fista(smooth, prox_x, lambda x: penalty(unpack(x)[0], args), x0, max_iter=max_iter,
-                tol=tol)
-    W, b = unpack(out.x)
-    return W, b, (out.objective, out.history, out.n_iter, out.converged, out.residual)
-
-
-def task_rows(task, m: int) -> np.ndarray:
-    """(m, n_max) row indices of each task's rows, padded with N (an index past the end).
-
-    Host-side layout for :func:`_task_blocks`: gathering rows into a padded (m, n_max, D)
-    array makes the per-task Gram blocks one batched matmul instead of a scatter-add of N
-    outer products (≈ 10× faster on School)."""
-    task = np.asarray(task)
-    counts = np.bincount(task, minlength=m)
-    order = np.argsort(task, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = np.arange(len(task)) - starts[task[order]]
-    rows = np.full((m, max(int(counts.max(initial=0)), 1)), len(task), dtype=np.int64)
-    rows[task[order], position] = order
-    return rows
-
-
-def _task_blocks(X, y, task, weights, noise, m, fit_intercept=True, rows=None):
-    """Per-task Gram blocks H_i = Σ_j c_j x̃_j x̃_jᵀ (m, D, D) and right-hand sides (m, D)
-    of the Gaussian W-step, x̃ = (x, 1) (D = d + 1) or x̃ = x without intercept (D = d),
-    c_j = w_j / σ². ``rows`` (from :func:`task_rows`) selects the fast padded layout."""
-    Xa = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1) if fit_intercept else X
-    c = weights / noise**2
-    if rows is None:
-        H = jax.ops.segment_sum(c[:, None, None] * Xa[:, :, None] * Xa[:, None, :], task, m)
-        rhs = jax.ops.segment_sum((c * y)[:, None] * Xa, task, m)
-        return H, rhs
-    pad = lambda a: jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])[rows]  # noqa
-    Xp, cp, yp = pad(Xa), pad(c), pad(y)
-    H = jnp.einsum("mni,mn,mnj->mij", Xp, cp, Xp)
-    rhs = jnp.einsum("mni,mn->mi", Xp, cp * yp)
-    return H, rhs
-
-
-def _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept, rows=None):
-    """Exact solver of the ADMM W-step for every penalty ρ_a, O(m d²) per call.
-
-    The W-step minimises Σ_i [½θ_iᵀH_iθ_i - r_iᵀθ_i] + (ρ/2)‖W‖² + (ρ_a/2)‖W - V‖²
-    (θ_i = (w_i, b_i)). The intercept is eliminated exactly (Schur complement
-    S_i = H_ww - h hᵀ/h_bb, the task's centred Gram matrix), and S_i = Q_i diag(s_i) Q_iᵀ is
-    factored once, so w_i = Q_i diag(1/(s_i + ρ + ρ_a)) Q_iᵀ (r̃_i + ρ_a v_i) for any ρ_a.
-    Returns ``solve(V, rho_a) -> (W, b)`` and the blocks (H, rhs).
-    """
-    d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept, rows)
-    if fit_intercept:
-        h, hbb = H[:, :d, d], H[:, d, d]
-        safe = jnp.where(hbb > 0, hbb, 1.0)  # a task without rows keeps b = 0
-        S = H[:, :d, :d] - h[:, :, None] * h[:, None, :] / safe[:, None, None]
-        r = rhs[:, :d] - h * (rhs[:, d] / safe)[:, None]
-    else:
-        S, r = H, rhs
-    s, Q = jnp.linalg.eigh(S)
-    s = jnp.clip(s, 0.0) + ridge
-    Qr = jnp.einsum("mji,mj->mi", Q, r)  # Q_iᵀ r̃_i
-
-    def solve(V, rho):
-        t = (Qr + rho * jnp.einsum("mji,jm->mi", Q, V)) / (s + rho)
-        W = jnp.einsum("mij,mj->im", Q, t)
-        if fit_intercept:
-            b = (rhs[:, d] - jnp.einsum("mi,im->m", h, W)) / safe
-        else:
-            b = jnp.zeros(m, W.dtype)
-        return W, b
-
-    return solve, H, rhs
-
-
-def _quadratic_loss(H, rhs, const, W, b, fit_intercept):
-    """Σ_i ½θ_iᵀH_iθ_i - r_iᵀθ_i + const: the Gaussian data loss from the Gram blocks."""
-    theta = jnp.concatenate([W.T, b[:, None]], axis=1) if fit_intercept else W.T
-    return 0.5 * jnp.einsum("mi,mij,mj->", theta, H, theta) - jnp.sum(rhs * theta) + const
-
-
-class _AdmmState(NamedTuple):
-    x: jax.Array  # accepted point (Z, U) flattened
-    tx: jax.Array  # ADMM map at x (or, in warm-up, the next point)
-    W: jax.Array
-    b: jax.Array
-    primal: jax.Array
-    dual: jax.Array
-    rho: jax.Array
-    dX: jax.Array  # (memory, 2dm) Anderson differences of points
-    dG: jax.Array  # (memory, 2dm) and of fixed-point residuals
-    count: jax.Array
-    f_prev: jax.Array
-    f: jax.Array
-    hist: jax.Array
-    n_eval: jax.Array
-    it: jax.Array
-
-
-@jax.jit(static_argnames=("prox", "penalty", "m", "max_iter", "fit_intercept", "memory",
-                          "warmup"))
-def profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0, m, max_iter,
-                 tol, fit_intercept=True, rows=None, *, relaxation=1.5, memory=10, warmup=10):
-    """ADMM for the Gaussian profile problem  min L(W, b) + (ρ/2)‖W‖² + R(Z)  s.t.  W = Z.
-
-    One ADMM map T: (Z, U) ↦ (Z⁺, U⁺) with ρ_a the ADMM penalty:
-      W, b = exact per-task solve with V = Z - U (:func:`_eigen_w_solver`),
-      Ŵ = α W + (1 - α) Z (over-relaxation, α = ``relaxation``),
-      Z⁺ = ``prox(Ŵ + U, 1/ρ_a, args)``,  U⁺ = U + Ŵ - Z⁺.
-    The first ``warmup`` iterations are plain ADMM with residual balancing of ρ_a (Boyd et
-    al. 3.4.1); then ρ_a is frozen and the fixed-point iteration of T is accelerated by
-    safeguarded type-II Anderson acceleration (``memory`` past steps; a step is kept only if
-    it lowers the fixed-point residual ‖T(x) - x‖, else the plain step is taken and the
-    memory cleared; ``memory=0`` gives plain balanced ADMM). Stops when the primal
-    ‖W - Z⁺‖ and dual ρ_a‖Z⁺ - Z‖ residuals meet Boyd et al.'s tolerances (absolute 1e-12,
-    relative √tol) and the objective at Z⁺ changed by at most ``tol`` relatively.
-    Returns Z⁺, b and ``(objective, history, n_iter, converged, residual)``; n_iter counts
-    evaluations of T.
-    """
-    d = X.shape[1]
-    n = d * m
-    solve, H, rhs = _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept, rows)
-    const = 0.5 * jnp.sum(weights * y**2) / noise**2
-    abs_tol, rel_tol = 1e-12, jnp.sqrt(tol)
-    alpha = relaxation
-    flat = lambda Z, U: jnp.concatenate([Z.ravel(), U.ravel()])  # noqa: E731
-    unflat = lambda v: (v[:n].reshape(d, m), v[n:].reshape(d, m))  # noqa: E731
-
-    def objective(W, b):
-        return (_quadratic_loss(H, rhs, const, W, b, fit_intercept)
-                + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args))
-
-    def admm_map(x, rho):
-        Z, U = unflat(x)
-        W, b = solve(Z - U, rho)
-        W_hat = alpha * W + (1.0 - alpha) * Z
-        Z_new = prox(W_hat + U, 1.0 / rho, args)
-        U_new = U + W_hat - Z_new
-        primal = jnp.linalg.norm(W - Z_new)
-        dual = rho * jnp.linalg.norm(Z_new - Z)
-        return flat(Z_new, U_new), W, b, primal, dual
-
-    def body(s: _AdmmState):
-        plain = (s.it < warmup) | (memory == 0)
-        g = s.tx - s.x
-        mask = jnp.arange(max(memory, 1)) < s.count
-        gram = s.dG @ s.dG.T
-        gram = jnp.where(mask[:, None] & mask[None, :], gram, jnp.eye(gram.shape[0]))
-        gram = gram + 1e-10 * jnp.trace(gram) / gram.shape[0] * jnp.eye(gram.shape[0])
-        gamma = jnp.linalg.solve(gram, jnp.where(mask, s.dG @ g, 0.0))
-        anderson = s.tx - (s.dX + s.dG).T @ gamma
-        candidate = jnp.where(plain | (s.count == 0), s.tx, anderson)
-        tx, W, b, primal, dual = admm_map(candidate, s.rho)
-        g_new = tx - candidate
-        accept = plain | (s.count == 0) | (jnp.linalg.norm(g_new) <= jnp.linalg.norm(g))
-
-        def keep(_):
-            return candidate, tx, W, b, primal, dual
-
-        def fallback(_):  # the plain ADMM step from the accepted point
-            return (s.tx, *admm_map(s.tx, s.rho))
-
-        x, tx, W, b, primal, dual = jax.lax.cond(accept, keep, fallback, None)
-        push = accept & ~plain & (s.it > warmup)
-        dX = jnp.where(push, jnp.roll(s.dX, 1, axis=0).at[0].set(candidate - s.x), s.dX)
-        dG = jnp.where(push, jnp.roll(s.dG, 1, axis=0).at[0].set(g_new - g), s.dG)
-        count = jnp.where(accept, jnp.minimum(s.count + push, memory), 0)
-        Z_new, _ = unflat(tx)
-        f_new = objective(Z_new, b)
-        # residual balancing while plain; U is the scaled dual, so rescale it
-        scale = jnp.where(primal > 10 * dual, 2.0, jnp.where(dual > 10 * primal, 0.5, 1.0))
-        scale = jnp.where(plain, scale, 1.0)
-        tx = tx.at[n:].divide(scale)
-        return _AdmmState(x, tx, W, b, primal, dual, s.rho * scale, dX, dG, count, s.f,
-                          f_new, s.hist.at[s.it].set(f_new),
-                          s.n_eval + 1 + (~accept).astype(s.n_eval.dtype), s.it + 1)
-
-    def cond(s: _AdmmState):
-        Z, U = unflat(s.tx)
-        eps_pri = jnp.sqrt(n) * abs_tol + rel_tol * jnp.maximum(jnp.linalg.norm(s.W),
-                                                               jnp.linalg.norm(Z))
-        eps_dual = jnp.sqrt(n) * abs_tol + rel_tol * s.rho * jnp.linalg.norm(U)
-        stalled = jnp.abs(s.f_prev - s.f) <= tol * jnp.maximum(1.0, jnp.abs(s.f))
-        return (s.it < max_iter) & ~((s.primal <= eps_pri) & (s.dual <= eps_dual) & stalled)
-
-    D = d + 1 if fit_intercept else d
-    rho0 = jnp.maximum(1e-3, jnp.mean(jnp.trace(H, axis1=1, axis2=2)) / D)
-    x0 = flat(W0, jnp.zeros_like(W0))
-    k = max(memory, 1)
-    inf = jnp.asarray(jnp.inf)
-    init = _AdmmState(x0, x0, W0, b0, inf, inf, rho0, jnp.zeros((k, 2 * n)),
-                      jnp.zeros((k, 2 * n)), jnp.asarray(0), inf, objective(W0, b0),
-                      jnp.full((max_iter,), jnp.nan), jnp.asarray(0), jnp.asarray(0))
-    s = jax.lax.while_loop(cond, body, init)
-    Z, _ = unflat(s.tx)
-    # report the objective from the rows (not the Gram form) at the returned point
-    f = profile_objective(Z, s.b, X, y, task, weights, ridge, penalty, args, False, noise)
-    return Z, s.b, (f, s.hist, s.n_eval, s.it < max_iter, jnp.maximum(s.primal, s.dual))
-
-
 # --- alternating scheme (Gaussian): exact W-step by preconditioned CG, closed-form Ω-step
 
 
-def gaussian_w_step(X, y, task, weights, noise, precision, ridge, W0, b0, m, tol=1e-13,
-                    fit_intercept=True, rows=None):
-    """Exact minimiser over (W, b) of Σ w_j (y_j - f_j)²/(2σ²) + ½ tr(W P Wᵀ) + (ρ/2)‖W‖²
-    for a task precision P (m, m), by block-Jacobi preconditioned conjugate gradients.
-    Without intercept b is zero; ``rows`` as in :func:`_task_blocks`."""
-    d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept, rows)
-    D = H.shape[-1]
-    pen = jnp.ones(D).at[d:].set(0.0)  # prior acts on w, not b
-
-    def matvec(theta):  # theta (m, D)
-        W = theta[:, :d].T
-        coupling = (W @ precision + ridge * W).T  # (m, d)
-        return jnp.einsum("mij,mj->mi", H, theta) + jnp.pad(coupling, ((0, 0), (0, D - d)))
-
-    diag = (jnp.diag(precision) + ridge)[:, None, None] * jnp.diag(pen)[None]
-    M_chol = jnp.linalg.cholesky(H + diag)
-
-    def precond(r):  # block-Jacobi: solve each task's D×D block
-        return jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(M_chol, r)
-
-    theta0 = jnp.concatenate([W0.T, b0[:, None]], axis=1) if fit_intercept else W0.T
-    theta, _ = jax.scipy.sparse.linalg.cg(matvec, rhs, x0=theta0, M=precond,
-                                          tol=tol, maxiter=20 * D * m)
-    b = theta[:, d] if fit_intercept else jnp.zeros(m, theta.dtype)
-    return theta[:, :d].T, b
-
-
-@jax.jit(static_argnames=("omega_spectrum", "penalty", "m", "max_iter", "fit_intercept"))
-def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, penalty, args,
-                        omega0, W0, b0, m, max_iter, tol, fit_intercept=True, rows=None,
-                        eps_decay=0.9):
-    """Alternate the exact W-step (precision λΩ⁻¹, :func:`gaussian_w_step`) and the
-    closed-form Ω-step Ω = V diag(omega_spectrum(a)) Vᵀ of WᵀW + ε_k I = V diag(a) Vᵀ,
-    ε_k = max(ε, eps_decay^k ‖W‖²_F/m) decreasing to ε = 1e-10 max(1, ‖W0‖²), which keeps Ω
-    invertible. The first W-step uses ``omega0``. Once ε_k = ε each step decreases the
-    ε-smoothed joint objective, so the scheme reaches a stationary point of it (the global
-    minimum when the profile is convex; slow when that optimum is rank-deficient). Returns
-    W, b and ``(objective, history, n_iter, converged, relative W change)``, the objective
-    being the profile one."""
-    eps = 1e-10 * jnp.maximum(1.0, jnp.sum(W0**2))
-    e0, v0 = jnp.linalg.eigh(omega0)
-    precision0 = lam * (v0 / e0) @ v0.T
-
-    def precision_of(W, it):
-        # ε-continuation (as in iteratively reweighted rank minimisation): a large floor
-        # early avoids freezing small singular values, then it decays to ε
-        floor = jnp.maximum(eps, eps_decay ** it * jnp.sum(W**2) / m)
-        evals, evecs = jnp.linalg.eigh(W.T @ W + floor * jnp.eye(m))
-        omega_evals = omega_spectrum(jnp.clip(evals, 0.0) + 0.0, args)
-        return lam * (evecs / omega_evals) @ evecs.T  # λ Ω⁻¹
-
-    def objective(W, b):
-        return profile_objective(W, b, X, y, task, weights, ridge, penalty, args, False, noise)
-
-    def body(s):
-        W, b, prev, _, hist, it = s
-        precision = jnp.where(it == 0, precision0, precision_of(W, it))
-        W_new, b_new = gaussian_w_step(X, y, task, weights, noise, precision, ridge, W, b, m,
-                                       fit_intercept=fit_intercept, rows=rows)
-        f = objective(W_new, b_new)
-        change = jnp.linalg.norm(W_new - W) / jnp.maximum(1.0, jnp.linalg.norm(W_new))
-        return W_new, b_new, f, change, hist.at[it].set(f), it + 1
-
-    def cond(s):
-        _, _, f, change, hist, it = s
-        prev = jnp.where(it > 1, hist[jnp.maximum(it - 2, 0)], jnp.inf)
-        done = (jnp.abs(prev - f) <= tol * jnp.maximum(1.0, jnp.abs(f))) & (change < 1e-6)
-        return (it < max_iter) & ~done
-
-    hist = jnp.full((max_iter,), jnp.nan)
-    W, b, f, change, hist, it = jax.lax.while_loop(
-        cond, body, (W0, b0, objective(W0, b0), jnp.inf, hist, 0))
-    return W, b, (f, hist, it, it < max_iter, change)

@@ -60,7 +60,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -69,13 +68,13 @@ from numpyro.distributions import constraints
 
 from ..data import MultiTaskData
 from ..errors import PriorError
-from ..inference.solvers import prox_squared_l1_nonneg
-from ..priors import OmegaPrior
-from .matrix_normal import MTRLResult, _check_hyper, omega_from_W_spectrum, solve_profile
+from ..inference.profile import MTRLResult, omega_from_W_spectrum, solve_profile
+from ..inference.prox import prox_schatten_pp, prox_squared_schatten
+from ..priors import OmegaPrior, log_det
+from .matrix_normal import _check_hyper
 
 __all__ = ["Schatten", "SquaredSchatten", "fit_schatten", "schatten_p", "schatten_lambda",
-           "schatten_omega", "squared_schatten_omega", "trace_power", "prox_schatten_pp",
-           "prox_squared_schatten"]
+           "schatten_omega", "squared_schatten_omega", "trace_power"]
 
 
 # ----------------------------------------------------------------------------- math
@@ -113,159 +112,6 @@ def squared_schatten_omega(W, r):
 
 
 # ----------------------------------------------------------------------------- prox operators
-
-
-def _prox_power_scalar(s, tau, p, max_iter=100):
-    """Elementwise argmin_{x ≥ 0} ½(x - s)² + τ x^p for s ≥ 0 and 1 < p < 2.
-
-    The minimiser is the root in (0, s] of h(x) = x + τ p x^{p-1} - s (h is increasing and
-    concave); safeguarded Newton inside a shrinking bracket, to machine precision.
-    """
-    tiny = jnp.finfo(s.dtype).tiny
-
-    def h_and_slope(x):
-        xs = jnp.maximum(x, tiny)
-        return x + tau * p * xs ** (p - 1.0) - s, 1.0 + tau * p * (p - 1.0) * xs ** (p - 2.0)
-
-    def body(state):
-        x, lo, hi, it, _ = state
-        h, slope = h_and_slope(x)
-        lo = jnp.where(h < 0, x, lo)
-        hi = jnp.where(h > 0, x, hi)
-        newton = x - h / slope
-        x_new = jnp.where((newton > lo) & (newton < hi), newton, 0.5 * (lo + hi))
-        x_new = jnp.where(h == 0, x, x_new)
-        change = jnp.max(jnp.abs(x_new - x) / jnp.maximum(s, tiny))
-        return x_new, lo, hi, it + 1, change
-
-    def cond(state):
-        return (state[3] < max_iter) & (state[4] > 1e-15)
-
-    # start from the minimiser of the quadratic upper model around s (inside the bracket)
-    x0 = s / (1.0 + tau * p * jnp.maximum(s, tiny) ** (p - 2.0))
-    x, *_ = jax.lax.while_loop(cond, body, (x0, jnp.zeros_like(s), s, 0, jnp.inf))
-    return jnp.where(s > 0, x, 0.0)
-
-
-def _larger_root(s, c, p, max_iter=100):
-    """Larger root of h(x) = x + c x^{p-1} - s (0 < p < 1, c ≥ 0), elementwise, and whether it
-    exists. h is convex with its minimum at x_lo = (c (1 - p))^{1/(2-p)}; Newton from x = s
-    decreases monotonically to the root."""
-    x_lo = (c * (1.0 - p)) ** (1.0 / (2.0 - p))
-    tiny = jnp.finfo(s.dtype).tiny
-
-    def body(state):
-        x, it, _ = state
-        xs = jnp.maximum(x, tiny)
-        h = x + c * xs ** (p - 1.0) - s
-        slope = 1.0 - c * (1.0 - p) * xs ** (p - 2.0)
-        x_new = jnp.maximum(x - h / jnp.maximum(slope, tiny), x_lo)
-        return x_new, it + 1, jnp.max(jnp.abs(x_new - x) / jnp.maximum(s, tiny))
-
-    start = jnp.broadcast_to(jnp.maximum(s, x_lo), jnp.broadcast_shapes(s.shape, x_lo.shape))
-    x, *_ = jax.lax.while_loop(lambda st: (st[1] < max_iter) & (st[2] > 1e-15), body,
-                               (start, 0, jnp.asarray(jnp.inf, s.dtype)))
-    exists = s > x_lo + c * jnp.maximum(x_lo, tiny) ** (p - 1.0)
-    return x, exists
-
-
-def _prox_power_nonconvex(s, tau, p):
-    """Elementwise argmin_{x ≥ 0} ½(x - s)² + τ x^p for s ≥ 0 and 0 < p < 1 (generalised
-    soft-thresholding; the objective is non-convex, the minimiser is exact): the larger
-    root of x + τ p x^{p-1} = s when it exists and beats x = 0, else 0."""
-    x, exists = _larger_root(s, tau * p, p)
-    better = 0.5 * (x - s) ** 2 + tau * jnp.maximum(x, 0.0) ** p < 0.5 * s**2
-    return jnp.where(exists & better, x, 0.0)
-
-
-def _prox_squared_lp_nonconvex(s, tau, p, n_bisect=100):
-    """argmin_{x ≥ 0} ½‖x - s‖² + (τ/2)(Σ x^p)^{2/p} for s ≥ 0 and 0 < p < 1 (non-convex).
-
-    A minimiser keeps the k largest entries for some k. On that support, stationarity reads
-    x_j + c x_j^{p-1} = s_j with c = τ(Σ x^p)^{2/p-1}; taking the larger roots x_j(c), the
-    map c ↦ c - τ(Σ_{j≤k} x_j(c)^p)^{2/p-1} is increasing on the c for which the k-th root
-    exists (c ≤ (s_k / K_p)^{2-p}, K_p = (1-p)^{1/(2-p)} + (1-p)^{(p-1)/(2-p)}), so each k has
-    at most one candidate, found by bisection. The best candidate (or x = 0) is returned.
-    """
-    m = s.shape[0]
-    order = jnp.argsort(-s)
-    s_sorted = s[order]
-    on_support = jnp.arange(m)[None, :] < jnp.arange(1, m + 1)[:, None]  # (k, j)
-    K = (1.0 - p) ** (1.0 / (2.0 - p)) + (1.0 - p) ** ((p - 1.0) / (2.0 - p))
-    c_max = (s_sorted / K) ** (2.0 - p)  # the k-th largest entry's root exists iff c < c_max
-
-    def x_of(c):  # c (m,) one per support size → x (m, m)
-        x, _ = _larger_root(s_sorted[None, :], c[:, None], p)
-        return jnp.where(on_support, x, 0.0)
-
-    def gap(c):
-        return c - tau * jnp.sum(x_of(c) ** p, axis=1) ** (2.0 / p - 1.0)
-
-    def body(i, bracket):
-        lo, hi = bracket
-        mid = 0.5 * (lo + hi)
-        neg = gap(mid) < 0
-        return jnp.where(neg, mid, lo), jnp.where(neg, hi, mid)
-
-    lo, hi = jax.lax.fori_loop(0, n_bisect, body, (jnp.zeros(m), c_max))
-    c = 0.5 * (lo + hi)
-    x = x_of(c)
-    feasible = (gap(c_max) >= 0) & (s_sorted > 0)
-    value = 0.5 * jnp.sum((x - s_sorted[None, :]) ** 2, axis=1) + 0.5 * tau * jnp.sum(
-        x**p, axis=1) ** (2.0 / p)
-    value = jnp.where(feasible, value, jnp.inf)
-    best = jnp.argmin(value)
-    x_best = jnp.where(value[best] < 0.5 * jnp.sum(s**2), x[best], 0.0)
-    return jnp.zeros_like(s).at[order].set(x_best)
-
-
-def _prox_power(s, tau, p):
-    """argmin_{x ≥ 0} ½‖x - s‖² + τ Σ x_k^p for 0 < p < 2 (p = 1: soft-thresholding;
-    p < 1: non-convex, exact generalised thresholding)."""
-    branch = jnp.where(p == 1.0, 0, jnp.where(p > 1.0, 1, 2))  # only one branch runs
-    return jax.lax.switch(branch, [
-        lambda: jnp.maximum(s - tau, 0.0),
-        lambda: _prox_power_scalar(s, tau, jnp.maximum(p, 1.0 + 1e-12)),
-        lambda: _prox_power_nonconvex(s, tau, jnp.minimum(p, 1.0 - 1e-12))])
-
-
-def prox_schatten_pp(W, tau, p):
-    """Prox of τ‖W‖_{S_p}^p = τ Σ σ_k^p for 0 < p < 2, W (d, m) (for p < 1 the penalty is
-    non-convex and this is its exact, possibly set-valued, proximal map)."""
-    U, s, Vt = jnp.linalg.svd(W, full_matrices=False)
-    return (U * _prox_power(s, tau, p)) @ Vt
-
-
-def _prox_squared_lp_nonneg(s, tau, p, n_bisect=200):
-    """argmin_{x ≥ 0} ½‖x - s‖² + (τ/2)‖x‖_p² for s ≥ 0, 1 < p < 2.
-
-    Stationarity: x = prox of (c/p)Σ|x|^p at s with c = τ‖x‖_p^{2-p}; c solves the monotone
-    equation c = τ‖x(c)‖_p^{2-p} in [0, τ‖s‖_p^{2-p}], found by bisection.
-    """
-    norm_p = lambda v: jnp.sum(v**p) ** (1.0 / p)  # noqa: E731
-    hi0 = tau * norm_p(s) ** (2.0 - p)
-
-    def body(i, bracket):
-        lo, hi = bracket
-        c = 0.5 * (lo + hi)
-        gap = c - tau * norm_p(_prox_power_scalar(s, c / p, p)) ** (2.0 - p)
-        return jnp.where(gap < 0, c, lo), jnp.where(gap < 0, hi, c)
-
-    lo, hi = jax.lax.fori_loop(0, n_bisect, body, (jnp.zeros_like(hi0), hi0))
-    c = 0.5 * (lo + hi)
-    return jnp.where(hi0 > 0, _prox_power_scalar(s, c / p, p), 0.0)
-
-
-def prox_squared_schatten(W, tau, p):
-    """Prox of (τ/2)‖W‖²_{S_p} for 0 < p < 2 (p = 1: MTRL's squared trace norm; p < 1:
-    non-convex, exact global minimiser), W (d, m)."""
-    U, s, Vt = jnp.linalg.svd(W, full_matrices=False)
-    branch = jnp.where(p == 1.0, 0, jnp.where(p > 1.0, 1, 2))  # only one branch runs
-    x = jax.lax.switch(branch, [
-        lambda: prox_squared_l1_nonneg(s, tau),
-        lambda: _prox_squared_lp_nonneg(s, tau, jnp.maximum(p, 1.0 + 1e-12)),
-        lambda: _prox_squared_lp_nonconvex(s, tau, jnp.minimum(p, 1.0 - 1e-12))])
-    return (U * x) @ Vt
 
 
 # --- profile penalties, proxes and Ω-spectra in the (prox, penalty, args) form of
@@ -331,8 +177,6 @@ def _check_tasks(m):
         raise PriorError(f"number of tasks must be a positive integer; got {m!r}")
 
 
-def _log_det(omega):
-    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(omega))))
 
 
 @dataclass(frozen=True)
@@ -361,7 +205,7 @@ class Schatten(OmegaPrior):
         omega = numpyro.sample(
             "omega", dist.ImproperUniform(constraints.positive_definite, (), (m, m)))
         numpyro.factor("omega_log_prior",
-                       0.5 * d * _log_det(omega) - self.lam2 * trace_power(omega, self.r))
+                       0.5 * d * log_det(omega) - self.lam2 * trace_power(omega, self.r))
         return omega
 
 
@@ -385,7 +229,7 @@ class SquaredSchatten(OmegaPrior):
         self.check(m)
         S = numpyro.sample(
             "omega_raw", dist.ImproperUniform(constraints.positive_definite, (), (m, m)))
-        numpyro.factor("omega_raw_log_density", 0.5 * d * _log_det(S) - trace_power(S, self.r))
+        numpyro.factor("omega_raw_log_density", 0.5 * d * log_det(S) - trace_power(S, self.r))
         t = numpyro.sample("omega_radius", dist.Beta(m * d / 2.0 + m * (m + 1) / 2.0, 1.0))
         gauge = trace_power(S, self.r) ** (1.0 / self.r)
         return numpyro.deterministic("omega", t * S / gauge)
