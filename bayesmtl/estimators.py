@@ -34,11 +34,19 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import BaseCrossValidator
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from . import methods as registry
 from .data import CLASSIFICATION, REGRESSION, MultiTaskData, check_features, task_index
-from .errors import DataError, HyperparameterError, MethodError, ModelFileError
+from .errors import (
+    DataError,
+    HyperparameterError,
+    LabelError,
+    MethodError,
+    ModelFileError,
+    ShapeMismatchError,
+)
 from .io import read_model, write_model
 from .methods.registry import RELATIONS, Settings, integer_at_least, one_of, positive, probability
 from .models.matrix_normal import predict_linear
@@ -172,15 +180,15 @@ class _MTLBase(BaseEstimator):
         """(features (n, d) as an array or DataFrame, task labels (n,))."""
         if _is_sparse(X):
             raise DataError("sparse X is not supported; pass a dense array")
+        if not hasattr(X, "columns"):
+            X = np.asarray(X)
         if task is not None:
             return X, np.asarray(task)
         if self.task_col is None:
-            n = len(X) if hasattr(X, "__len__") else np.asarray(X).shape[0]
-            return X, np.full(n, SINGLE_TASK, dtype=object)
+            return X, np.full(len(X) if X.ndim else 1, SINGLE_TASK, dtype=object)
         if hasattr(X, "columns"):
             col = self.task_col if self.task_col in X.columns else X.columns[self.task_col]
             return X.drop(columns=[col]), X[col].to_numpy()
-        X = np.asarray(X)
         if X.ndim != 2:
             raise DataError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
         keep = np.ones(X.shape[1], dtype=bool)
@@ -204,16 +212,27 @@ class _MTLBase(BaseEstimator):
                     raise DataError(f"X has feature names {names}, but the model was fitted "
                                     f"on {expected}")
                 X = X[[X.columns[names.index(n)] for n in expected]]  # same columns, reordered
-        try:
-            arr = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise DataError(f"X must be numeric: {err}") from None
-        return arr
+        return _sklearn_checked(lambda: check_array(X, dtype=np.float64,
+                                                    ensure_all_finite=False))
 
     def _data(self, X, y, task):
+        if y is None:
+            raise DataError(f"{type(self).__name__} requires y to be passed, but the target y "
+                            "is None")
         X, task = self._split_task(X, task)
         features = self._features(X, reset=True)
-        return MultiTaskData.from_arrays(features, np.asarray(y), task, kind=self._kind,
+        y = _sklearn_checked(lambda: column_or_1d(y, warn=True))
+        if self._kind == CLASSIFICATION:
+            y_type = _sklearn_checked(lambda: type_of_target(y, input_name="y",
+                                                             raise_unknown=True))
+            if y_type not in ("binary", "unknown") and not (y_type == "multiclass"
+                                                            and len(np.unique(y)) <= 2):
+                if y_type == "multiclass":
+                    raise LabelError(f"Only binary classification is supported. The type of "
+                                     f"the target is {y_type}; build one-vs-rest tasks first "
+                                     "(see bayesmtl.datasets.one_vs_rest)")
+                _sklearn_checked(lambda: check_classification_targets(y))
+        return MultiTaskData.from_arrays(features, y, task, kind=self._kind,
                                          feature_names=self._feature_names)
 
     def _settings(self) -> Settings:
@@ -273,6 +292,7 @@ class _MTLBase(BaseEstimator):
         """((draws, n) predictions per posterior draw, (n,) task index): the linear predictor
         f, or P(y = 1) for classification when ``probability``."""
         check_is_fitted(self, "W_")
+        self._check_width(X, task)
         X, task = self._split_task(X, task)
         X = check_features(self._features(X, reset=False), self.W_.shape[1])
         index = task_index(self.task_names_, task)
@@ -280,6 +300,17 @@ class _MTLBase(BaseEstimator):
         f = jax.vmap(lambda W, b: predict_linear(X, index, W, b, sigmoid))(
             jnp.asarray(self.W_), jnp.asarray(self.b_))
         return np.asarray(f), index
+
+    def _check_width(self, X, task):
+        """X must have the fitted number of feature columns (plus the task column when the
+        task labels come from ``task_col``)."""
+        if _is_sparse(X):
+            raise DataError("sparse X is not supported; pass a dense array")
+        shape = X.shape if hasattr(X, "columns") else np.asarray(X).shape
+        expected = self.W_.shape[1] + (task is None and self.task_col is not None)
+        if len(shape) == 2 and shape[1] != expected:
+            raise ShapeMismatchError(f"X has {shape[1]} features, but {type(self).__name__} "
+                                     f"is expecting {expected} features as input")
 
     # --- persistence ---------------------------------------------------------------------
     def save(self, path):
@@ -366,12 +397,23 @@ class MTLClassifier(ClassifierMixin, _MTLBase):
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X, task=None):
+        check_is_fitted(self, "W_")
         return self.classes_[(self.predict_proba(X, task)[:, 1] > 0.5).astype(int)]
 
     def score(self, X, y, task=None, sample_weight=None):
         from sklearn.metrics import accuracy_score
 
         return accuracy_score(y, self.predict(X, task), sample_weight=sample_weight)
+
+
+def _sklearn_checked(check):
+    """Run a scikit-learn input check, re-raising its ValueError as DataError (same text)."""
+    try:
+        return check()
+    except ValueError as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(str(err)) from None
 
 
 def _is_sparse(X) -> bool:
