@@ -143,6 +143,10 @@ def _choose_lam(train, method, params, lam, progress):
         return lam
     if "lam" not in method.hyper_names:
         return None
+    if not method.shallow:
+        log(f"  {method.name} is a network: λ keeps its default (CV over networks: use "
+            "bayesmtl.selection.cross_validate)")
+        return None
     if method.fit_map is None:
         log(f"  {method.name} has no MAP to cross-validate; λ = 1")
         return 1.0
@@ -166,11 +170,13 @@ def _fit(train, method_name, params, lam, inference, common, progress):
 
 
 def cmd_fit(args):
-    from .inference.export import task_relation_summary
+    from .inference.export import relation_variable, task_relation_summary
     from .io import atomic_folder
     from .plots import plot_task_relation
 
     params = _parse_params(args.param)
+    if args.balancing is not None:
+        params["balancing"] = args.balancing
     lam = args.lam if args.lam == "auto" else float(args.lam)
     train, test = _start(args)
     progress = sys.stderr.isatty()
@@ -196,16 +202,18 @@ def cmd_fit(args):
     out = Path(args.out)
     if out.exists():
         log(f"\nreplacing the existing report at {out}/")
+    written = ["metrics.json", "posterior.nc", "model/"]
     with atomic_folder(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        task_relation_summary(est.idata_).to_csv(tmp / "summary.csv", index=False)
         est.idata_.to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
-        fig = plot_task_relation(est.idata_, title=f"{args.dataset}: {est.method_name_} "
-                                                   f"({args.inference}) task relation")
-        fig.savefig(tmp / "task_relation.png", dpi=120, bbox_inches="tight")
+        if relation_variable(est.idata_) is not None:
+            task_relation_summary(est.idata_).to_csv(tmp / "summary.csv", index=False)
+            fig = plot_task_relation(est.idata_, title=f"{args.dataset}: {est.method_name_} "
+                                                       f"({args.inference}) task relation")
+            fig.savefig(tmp / "task_relation.png", dpi=120, bbox_inches="tight")
+            written[1:1] = ["summary.csv", "task_relation.png"]
         est.save(tmp / "model")
-    log(f"\nreport written to {out}/ (metrics.json, summary.csv, posterior.nc, "
-        "task_relation.png, model/)")
+    log(f"\nreport written to {out}/ ({', '.join(written)})")
     return 0
 
 
@@ -350,6 +358,9 @@ def _parser():
     fit.add_argument("--param", action="append", metavar="NAME=VALUE",
                      help="a hyperparameter of the method (repeatable; @file.npy/.csv for a "
                           "matrix)")
+    fit.add_argument("--balancing", default=None,
+                     help="loss balancing of the deep methods (dmtl*): ds, fixed, dwa, max, "
+                          "smax, cl, mgda, bmtl, uncertainty")
     fit.add_argument("--inference", default="map", choices=["map", "nuts", "gibbs", "svi"])
     fit.add_argument("--lam", default="auto",
                      help="λ, or 'auto' for 3-fold CV on the training rows")

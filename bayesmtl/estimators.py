@@ -38,7 +38,14 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from . import methods as registry
-from .data import CLASSIFICATION, REGRESSION, MultiTaskData, check_features, task_index
+from .data import (
+    CLASSIFICATION,
+    MULTICLASS,
+    REGRESSION,
+    MultiTaskData,
+    check_features,
+    task_index,
+)
 from .errors import (
     DataError,
     HyperparameterError,
@@ -95,7 +102,7 @@ _SETTING_CHECKS = {
     "num_samples": integer_at_least(1),
     "num_chains": integer_at_least(1),
     "svi_steps": integer_at_least(1),
-    "guide": one_of("normal", "lowrank"),
+    "guide": one_of("normal", "lowrank", "last_layer"),
     "target_accept_prob": probability,
     "max_tree_depth": integer_at_least(1),
     "seed": integer_at_least(0),
@@ -215,24 +222,28 @@ class _MTLBase(BaseEstimator):
         return _sklearn_checked(lambda: check_array(X, dtype=np.float64,
                                                     ensure_all_finite=False))
 
-    def _data(self, X, y, task):
+    def _data(self, X, y, task, method):
         if y is None:
             raise DataError(f"{type(self).__name__} requires y to be passed, but the target y "
                             "is None")
         X, task = self._split_task(X, task)
         features = self._features(X, reset=True)
         y = _sklearn_checked(lambda: column_or_1d(y, warn=True))
-        if self._kind == CLASSIFICATION:
+        kind = self._kind
+        if kind == CLASSIFICATION:
             y_type = _sklearn_checked(lambda: type_of_target(y, input_name="y",
                                                              raise_unknown=True))
-            if y_type not in ("binary", "unknown") and not (y_type == "multiclass"
-                                                            and len(np.unique(y)) <= 2):
-                if y_type == "multiclass":
-                    raise LabelError(f"Only binary classification is supported. The type of "
-                                     f"the target is {y_type}; build one-vs-rest tasks first "
-                                     "(see bayesmtl.datasets.one_vs_rest)")
+            if y_type == "multiclass" and len(np.unique(y)) > 2:
+                if MULTICLASS not in method.kinds:
+                    raise LabelError(f"Only binary classification is supported by "
+                                     f"{method.name}. The type of the target is {y_type}; "
+                                     "build one-vs-rest tasks first (see "
+                                     "bayesmtl.datasets.one_vs_rest) or use a method that "
+                                     "fits multi-class tasks (dmtl)")
+                kind = MULTICLASS
+            elif y_type not in ("binary", "multiclass"):
                 _sklearn_checked(lambda: check_classification_targets(y))
-        return MultiTaskData.from_arrays(features, y, task, kind=self._kind,
+        return MultiTaskData.from_arrays(features, y, task, kind=kind,
                                          feature_names=self._feature_names)
 
     def _settings(self) -> Settings:
@@ -257,7 +268,7 @@ class _MTLBase(BaseEstimator):
         method = registry.get(self.method)
         settings = self._settings()
         hyper = registry.validate(method, self._hyper_params())
-        data = self._data(X, y, task)
+        data = self._data(X, y, task, method)
         start = time.perf_counter()
         self.fit_result_, self.idata_ = registry.fit(data, method, hyper, settings)
         self.fit_time_ = time.perf_counter() - start
@@ -276,8 +287,11 @@ class _MTLBase(BaseEstimator):
 
         self.method_name_ = method.name
         self.inference_ = post.attrs.get("inference", self.inference)
-        self.W_, self.b_ = draws("W"), draws("b")  # (draws, d, m), (draws, m)
-        self.coef_, self.intercept_ = self.W_.mean(0), self.b_.mean(0)
+        if method.predictor is not None:  # a network: predictions come from the model
+            self.model_ = method.predictor(self.fit_result_)
+        else:
+            self.W_, self.b_ = draws("W"), draws("b")  # (draws, d, m), (draws, m)
+            self.coef_, self.intercept_ = self.W_.mean(0), self.b_.mean(0)
         var = RELATIONS[method.relation][0]
         if var is not None and var in post:
             setattr(self, f"{var}_", draws(var).mean(0))
@@ -288,14 +302,18 @@ class _MTLBase(BaseEstimator):
             self.classes_ = np.asarray(data.label_values)
 
     # --- prediction ----------------------------------------------------------------------
-    def _draw_predictions(self, X, task, probability=True):
-        """((draws, n) predictions per posterior draw, (n,) task index): the linear predictor
-        f, or P(y = 1) for classification when ``probability``."""
-        check_is_fitted(self, "W_")
+    def _inputs(self, X, task):
+        """(features (n, d) float, task index (n,)) of prediction-time input."""
+        check_is_fitted(self, "task_names_")
         self._check_width(X, task)
         X, task = self._split_task(X, task)
-        X = check_features(self._features(X, reset=False), self.W_.shape[1])
-        index = task_index(self.task_names_, task)
+        X = check_features(self._features(X, reset=False), len(self.features_))
+        return X, task_index(self.task_names_, task)
+
+    def _draw_predictions(self, X, task, probability=True):
+        """((draws, n) predictions per posterior draw, (n,) task index) of a linear method:
+        the linear predictor f, or P(y = 1) for classification when ``probability``."""
+        X, index = self._inputs(X, task)
         sigmoid = probability and self._kind == CLASSIFICATION
         f = jax.vmap(lambda W, b: predict_linear(X, index, W, b, sigmoid))(
             jnp.asarray(self.W_), jnp.asarray(self.b_))
@@ -307,15 +325,16 @@ class _MTLBase(BaseEstimator):
         if _is_sparse(X):
             raise DataError("sparse X is not supported; pass a dense array")
         shape = X.shape if hasattr(X, "columns") else np.asarray(X).shape
-        expected = self.W_.shape[1] + (task is None and self.task_col is not None)
+        expected = len(self.features_) + (task is None and self.task_col is not None)
         if len(shape) == 2 and shape[1] != expected:
             raise ShapeMismatchError(f"X has {shape[1]} features, but {type(self).__name__} "
                                      f"is expecting {expected} features as input")
 
     # --- persistence ---------------------------------------------------------------------
     def save(self, path):
-        """Write the fitted model to a folder (JSON + npz; no pickle), atomically."""
-        check_is_fitted(self, "W_")
+        """Write the fitted model to a folder (JSON + npz; no pickle), atomically. A network's
+        state (its state_dict as arrays, and JSON metadata) goes into the same two files."""
+        check_is_fitted(self, "task_names_")
         params = self.get_params()
         if not isinstance(params["method"], str):
             raise ModelFileError("only registered methods (by name) can be saved; register "
@@ -326,7 +345,13 @@ class _MTLBase(BaseEstimator):
                 "feature_names_in": (None if getattr(self, "feature_names_in_", None) is None
                                      else [str(f) for f in self.feature_names_in_]),
                 "fit_time": self.fit_time_, "n_features_in": int(self.n_features_in_)}
-        arrays = {"W": self.W_, "b": self.b_}
+        arrays = {}
+        if hasattr(self, "model_"):
+            state_meta, state = self.model_.state()
+            meta["state"] = state_meta
+            arrays.update({f"state:{k}": v for k, v in state.items()})
+        else:
+            arrays.update(W=self.W_, b=self.b_)
         var = RELATIONS[registry.get(self.method_name_).relation][0]
         if var is not None and hasattr(self, f"{var}_"):
             arrays[var] = getattr(self, f"{var}_")
@@ -354,14 +379,17 @@ class MTLRegressor(RegressorMixin, _MTLBase):
     def predict(self, X, task=None, return_std=False):
         """Posterior mean prediction (n,); with ``return_std`` also the posterior predictive
         standard deviation sqrt(Var f + E σ²) (sampled fits only: a MAP fit has none)."""
-        f, index = self._draw_predictions(X, task)
-        if not return_std:
-            return f.mean(0)
-        if self.inference_ == "map":
+        if return_std and self.inference_ == "map":
             raise HyperparameterError(
                 "return_std needs posterior draws; this is a MAP fit (inference='map'), which "
                 "has no predictive uncertainty. Fit with inference='nuts', 'gibbs' or 'svi'",
                 "return_std", True)
+        if hasattr(self, "model_"):
+            X, index = self._inputs(X, task)
+            return self.model_.predict(X, index, return_std=return_std)
+        f, index = self._draw_predictions(X, task)
+        if not return_std:
+            return f.mean(0)
         noise_var = 0.0
         if self.noise_ is not None:
             s2 = self.noise_**2
@@ -377,8 +405,9 @@ class MTLRegressor(RegressorMixin, _MTLBase):
 
 
 class MTLClassifier(ClassifierMixin, _MTLBase):
-    """Multi-task binary classification (Bernoulli-logit) with any registered method; any two
-    labels per data set (``classes_`` holds them, the larger one is the positive class)."""
+    """Multi-task classification with any registered method: binary (Bernoulli-logit) with
+    any two labels per data set (``classes_`` holds them, the larger one is the positive
+    class); multi-class tasks with the methods that fit them (the deep networks)."""
 
     _kind = CLASSIFICATION
 
@@ -388,17 +417,24 @@ class MTLClassifier(ClassifierMixin, _MTLBase):
         return tags
 
     def decision_function(self, X, task=None):
-        """(n,) posterior mean of the linear predictor f (log-odds of the positive class)."""
+        """(n,) posterior mean of the linear predictor f (log-odds of the positive class);
+        linear methods only."""
+        if hasattr(self, "model_"):
+            raise MethodError(f"{self.method_name_} is a network: use predict_proba",
+                              "method", self.method_name_)
         return self._draw_predictions(X, task, probability=False)[0].mean(0)
 
     def predict_proba(self, X, task=None):
-        """(n, 2) posterior mean probabilities of ``classes_[0]`` and ``classes_[1]``."""
+        """(n, K) posterior mean class probabilities in the order of ``classes_``."""
+        if hasattr(self, "model_"):
+            X, index = self._inputs(X, task)
+            return self.model_.predict_proba(X, index)
         p = self._draw_predictions(X, task)[0].mean(0)
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X, task=None):
-        check_is_fitted(self, "W_")
-        return self.classes_[(self.predict_proba(X, task)[:, 1] > 0.5).astype(int)]
+        check_is_fitted(self, "task_names_")
+        return self.classes_[np.argmax(self.predict_proba(X, task), axis=1)]
 
     def score(self, X, y, task=None, sample_weight=None):
         from sklearn.metrics import accuracy_score
@@ -436,29 +472,37 @@ def load_estimator(path):
         est = cls(**meta["params"])
         tasks = tuple(meta["task_names"])
         features = tuple(meta["features"])
-        W, b = arrays["W"], arrays["b"]
         fit_time, n_features_in = float(meta["fit_time"]), int(meta["n_features_in"])
+        if method.restore is not None:
+            state = {k[len("state:"):]: v for k, v in arrays.items() if k.startswith("state:")}
+            est.model_ = method.restore(meta["state"], state)
+        else:
+            W, b = arrays["W"], arrays["b"]
     except MethodError:
         raise
     except (KeyError, TypeError, ValueError, HyperparameterError) as err:
         raise ModelFileError(f"{path} is corrupt or from an incompatible version: "
                              f"{type(err).__name__}: {err}") from None
     m, d = len(tasks), len(features)
-    n_draws = W.shape[0] if W.ndim == 3 else -1
-    expected = {"W": (n_draws, d, m), "b": (n_draws, m)}
+    expected = {}
+    if method.restore is None:
+        n_draws = W.shape[0] if W.ndim == 3 else -1
+        expected = {"W": (n_draws, d, m), "b": (n_draws, m)}
+    elif est.model_.n_tasks != m:
+        raise ModelFileError(f"{path}: the network has {est.model_.n_tasks} task heads, but the "
+                             f"model has {m} tasks")
     var = RELATIONS[method.relation][0]
     if var is not None and var in arrays:
         expected[var] = (m, m)
-    if "noise" in arrays:
-        expected["noise"] = (n_draws,) + arrays["noise"].shape[1:2]
-        if arrays["noise"].ndim == 2:
-            expected["noise"] = (n_draws, m)
+    if "noise" in arrays and method.restore is None:
+        expected["noise"] = (n_draws, m) if arrays["noise"].ndim == 2 else (n_draws,)
     for name, shape in expected.items():
         if arrays[name].shape != shape:
             raise ModelFileError(f"{path}: array {name} has shape {arrays[name].shape}, but the "
                                  f"model has {m} tasks and {d} features (expected {shape})")
-    est.W_, est.b_ = W, b
-    est.coef_, est.intercept_ = W.mean(0), b.mean(0)
+    if method.restore is None:
+        est.W_, est.b_ = W, b
+        est.coef_, est.intercept_ = W.mean(0), b.mean(0)
     if var is not None and var in arrays:
         setattr(est, f"{var}_", arrays[var])
     est.noise_ = arrays.get("noise")
@@ -472,8 +516,8 @@ def load_estimator(path):
         est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
     if cls is MTLClassifier:
         classes = arrays.get("classes")
-        if classes is None or classes.shape != (2,):
-            raise ModelFileError(f"{path}: a classifier needs its two class labels")
+        if classes is None or classes.ndim != 1 or len(classes) < 2:
+            raise ModelFileError(f"{path}: a classifier needs its class labels")
         est.classes_ = _restore_labels(classes, meta.get("class_kind", "U"))
     return est
 

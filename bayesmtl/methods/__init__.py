@@ -7,7 +7,7 @@ and the pooled baseline (:mod:`.family`), AMTL and its ablations (:mod:`.amtl`) 
 """
 
 # registration order is the listing order of names()
-from . import matrix_normal, schatten, family, amtl, gamtl  # noqa: F401, I001
+from . import matrix_normal, schatten, family, amtl, gamtl, deep  # noqa: F401, I001
 from .matrix_normal import omega_prior_method
 from .registry import (
     INFERENCES,

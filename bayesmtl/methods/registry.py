@@ -221,6 +221,12 @@ class Method:
     sampling_prior : the proper prior used for posterior sampling, or why there is none.
     aliases : other names that resolve to it.
     shallow : a linear model (``compare`` fits every shallow method by default).
+    predictor, restore, export : non-linear methods (networks) only. ``predictor(fit)`` is
+        the fitted model, an object with ``predict(X, task_index, return_std=False)``,
+        ``predict_proba(X, task_index)`` and ``state() -> (meta, arrays)``;
+        ``restore(meta, arrays)`` rebuilds it from a saved state; ``export(fit, data)`` is its
+        DataTree. For these methods ``Fit.W``/``Fit.b`` are None and ``sample`` returns a
+        :class:`Fit` (its ``raw`` the fitted posterior approximation).
     """
 
     name: str
@@ -237,6 +243,9 @@ class Method:
     no_map: str | None = None
     aliases: tuple = ()
     shallow: bool = True
+    predictor: Callable | None = None
+    restore: Callable | None = None
+    export: Callable | None = None
 
     @property
     def hyper_names(self) -> tuple:
@@ -354,7 +363,8 @@ def _check_inference(method: Method, data: MultiTaskData, settings: Settings) ->
 
 def check_finite_fit(method_name: str, result: Fit) -> Fit:
     """Raise :class:`NonFiniteResultError` when a MAP fit holds NaN or inf."""
-    arrays = {"W": result.W, "b": result.b, **result.relation}
+    arrays = {k: v for k, v in {"W": result.W, "b": result.b, **result.relation}.items()
+              if v is not None}
     bad = [k for k, v in arrays.items() if not np.all(np.isfinite(np.asarray(v, float)))]
     if bad or not np.isfinite(result.objective):
         raise NonFiniteResultError(
@@ -379,9 +389,11 @@ def fit(data: MultiTaskData, method, hyper: Mapping | None = None,
     _check_inference(method, data, settings)
     if settings.inference == "map":
         result = check_finite_fit(method.name, method.fit_map(data, hyper, settings, init))
-        dt = to_datatree(method, result, data, hyper, settings)
-        return result, dt
-    return None, method.sample(data, hyper, settings)
+        return result, to_datatree(method, result, data, hyper, settings)
+    out = method.sample(data, hyper, settings)
+    if isinstance(out, Fit):  # a fitted posterior approximation (networks)
+        return out, to_datatree(method, out, data, hyper, settings)
+    return None, out
 
 
 def to_datatree(method: Method, result: Fit, data: MultiTaskData, hyper: Mapping,
@@ -389,11 +401,17 @@ def to_datatree(method: Method, result: Fit, data: MultiTaskData, hyper: Mapping
     """A MAP :class:`Fit` as a DataTree (one chain, one draw) with task and feature names."""
     from ..inference.export import from_point
 
-    attrs = {"method": method.name, "inference": "map", "objective": float(result.objective),
+    settings = Settings() if settings is None else settings
+    attrs = {"method": method.name, "inference": settings.inference,
+             "objective": float(result.objective),
              "converged": int(bool(result.converged))}
     attrs.update({k: v for k, v in hyper.items() if isinstance(v, (int, float, str, bool))})
     attrs.update({f"solver_{k}": v for k, v in result.info.items()
                   if isinstance(v, (int, float, str, bool))})
+    if method.export is not None:
+        dt = method.export(result, data)
+        dt.attrs.update(attrs)
+        return dt
     params = {"W": result.W, "b": result.b, **result.relation}
     return from_point(params, task_names=data.task_names, feature_names=data.feature_names,
                       attrs=attrs)
