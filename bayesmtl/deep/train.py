@@ -176,7 +176,7 @@ def elbo_traces(model, guide, *args, **kwargs):
 
 
 def fit_deep(data: MultiTaskData, *, network="dmtl", balancing="bmtl", hidden=600, T=50.0,
-             h=None, weights=None, lam=1e-4, lam_heads=1.0, epochs=100, batch_size=32, lr=0.02,
+             h=None, weights=None, lam=1e-4, lam_heads=1e-3, epochs=100, batch_size=32, lr=0.02,
              lr_decay=1.0, valid_fraction=0.2, patience=10, inference="map", guide="normal",
              num_samples=100, device="auto", seed=0, progress_bar=False, dwa_T=2.0, cl_T=1.0,
              classes=None, eta="auto", optimizer="adam", fill="cycle", standardize=True,

@@ -57,7 +57,7 @@ HYPER = (
     Hyper("balancing", "bmtl", one_of(*STRATEGIES), "loss balancing strategy"),
     Hyper("T", 50.0, positive, "BMTL temperature: h(L) = exp(L/T)"),
     Hyper("lam", 1e-4, positive, "λ: Gaussian prior precision of the shared layer"),
-    Hyper("lam_heads", 1.0, positive, "λ_h: prior precision (or penalty) of the heads"),
+    Hyper("lam_heads", 1e-3, positive, "λ_h: prior precision (or penalty) of the heads"),
     Hyper("hidden", 600, integer_at_least(0), "units of the shared ReLU layer (0: linear)"),
     Hyper("epochs", 100, integer_at_least(1), "maximum passes over the data"),
     Hyper("batch_size", 32, integer_at_least(1), "rows of every task per step"),
