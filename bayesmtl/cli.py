@@ -65,13 +65,15 @@ def _parse_params(items) -> dict:
 
 
 def _parse_grid(items) -> dict:
+    """{(method or None, hyperparameter): values} from NAME=V1,V2 or METHOD.NAME=V1,V2."""
     grid = {}
     for item in items or ():
         name, sep, values = item.partition("=")
         if not sep or not name or not values:
-            raise UsageError(f"--grid takes NAME=V1,V2,…; got {item!r}")
+            raise UsageError(f"--grid takes NAME=V1,V2,… or METHOD.NAME=V1,V2,…; got {item!r}")
+        method, _, name = name.rpartition(".")
         try:
-            grid[name] = tuple(float(v) for v in values.split(","))
+            grid[(method or None, name)] = tuple(float(v) for v in values.split(","))
         except ValueError:
             raise UsageError(f"--grid {name}: values must be numbers; got {values!r}") from None
     return grid
@@ -246,10 +248,12 @@ def cmd_compare(args):
     grids = {}
     for name in names:
         method = methods.get(name)
-        grids[method.name] = {k: v for k, v in grid.items() if k in method.hyper_names}
+        grids[method.name] = {k: v for (who, k), v in sorted(grid.items(), key=lambda i:
+                                                              i[0][0] is not None)
+                              if k in method.hyper_names and who in (None, method.name)}
     settings = Settings(max_iter=args.max_iter)
     log(f"{len(names)} methods; {args.folds}-fold CV on the training rows only; grid "
-        f"overrides {grid or 'none'}; time limit "
+        f"overrides {' '.join(args.grid or []) or 'none'}; time limit "
         f"{'none' if args.time_limit is None else f'{args.time_limit:g} s'} per method"
         + (f"; outer iterations capped at {args.max_iter}" if args.max_iter else ""))
     log(f"\n{'method':<18}{'test ' + scoring:>12}{'fit (s)':>9}{'CV (s)':>9}  "
@@ -277,7 +281,7 @@ def cmd_compare(args):
     with atomic_folder(out) as tmp:
         (tmp / "compare.json").write_text(json.dumps(
             {"dataset": args.dataset, "split": args.split, "features": args.features,
-             "folds": args.folds, "scoring": scoring, "grid_overrides": grid,
+             "folds": args.folds, "scoring": scoring, "grids": grids,
              "time_limit_s": args.time_limit, "max_iter": args.max_iter, "rows": rows},
             indent=2, default=float))
         if fits:
@@ -373,8 +377,8 @@ def _parser():
     cmp.add_argument("--methods", default="all",
                      help="comma-separated registered names, or 'all' (every shallow method)")
     cmp.add_argument("--grid", action="append", metavar="NAME=V1,V2",
-                     help="override a hyperparameter's CV grid in every method that has it "
-                          "(repeatable), e.g. lam=0.01,0.1,1")
+                     help="override a hyperparameter's CV grid in every method that has it, or "
+                          "in one method (repeatable): lam=0.01,0.1,1 or glmtl.lam2=0.1,1")
     cmp.add_argument("--scoring", default=None,
                      help="rmse|mse|mae (regression), error|log_loss|auc (classification)")
     cmp.add_argument("--folds", type=int, default=3, help="CV folds (≥ 2)")
