@@ -100,7 +100,8 @@ def _unique_labels(y: np.ndarray) -> list:
             raise LabelError("labels hold NaN")
         return np.unique(y).tolist()
     values = np.unique(y.astype(object)).tolist() if y.dtype.kind == "U" else y.tolist()
-    kinds = {_label_type(v) for v in values}
+    kinds = {"number" if _label_type(v) in ("int", "float") else _label_type(v)
+             for v in values}
     if len(kinds) > 1:
         raise LabelError(f"labels mix types {sorted(kinds)}; use one type (e.g. all str)")
     if "float" in kinds and any(v != v for v in values):
@@ -229,6 +230,14 @@ def _unique_task_ids(task: np.ndarray) -> list:
     if any(isinstance(v, float) and v != v for v in values) or any(v is None for v in values):
         raise DataError("task ids hold NaN or None; every row needs a task")
     return sorted(set(values))
+
+
+def require_data(data, who: str) -> MultiTaskData:
+    """``data`` if it is a MultiTaskData, else a DataError saying how to build one."""
+    if not isinstance(data, MultiTaskData):
+        raise DataError(f"{who} takes a MultiTaskData; got {type(data).__name__}. Build one "
+                        "with MultiTaskData.from_arrays(X, y, task) or .from_tasks(...)")
+    return data
 
 
 def task_index(task_names, labels) -> np.ndarray:

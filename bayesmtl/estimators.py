@@ -470,6 +470,8 @@ def load_estimator(path):
         cls = {"MTLRegressor": MTLRegressor, "MTLClassifier": MTLClassifier}[meta["class"]]
         method = registry.get(meta["method"])
         est = cls(**meta["params"])
+        registry.validate(method, est._hyper_params())
+        est._settings()
         tasks = tuple(meta["task_names"])
         features = tuple(meta["features"])
         fit_time, n_features_in = float(meta["fit_time"]), int(meta["n_features_in"])

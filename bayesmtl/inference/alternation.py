@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import MultiTaskData
+from ..data import MultiTaskData, require_data
 from ..errors import ConvergenceWarning
 from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..priors import OmegaPrior
@@ -94,6 +94,7 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     "admm", "proximal" or "alternating"; ``max_iter`` then counts its iterations, at least
     5000).
     """
+    require_data(data, "fit_family")
     _check_lam(lam)
     if not (np.isscalar(extrapolation) and np.isfinite(extrapolation) and extrapolation >= 0):
         raise ValueError(f"extrapolation (initial β) must be a number ≥ 0; got {extrapolation!r}")

@@ -89,7 +89,10 @@ def from_mcmc(mcmc, *, task_names, feature_names=None, var_names=None, dims=None
     samples = mcmc.get_samples(group_by_chain=True)
     if var_names is not None:
         samples = {k: v for k, v in samples.items() if k in var_names}
+    from .mcmc import convergence_diagnostics
+
     extra = mcmc.get_extra_fields(group_by_chain=True)
+    attrs = {**(attrs or {}), **convergence_diagnostics(samples)}
     stats = {}
     if "diverging" in extra:
         stats["diverging"] = np.asarray(extra["diverging"])

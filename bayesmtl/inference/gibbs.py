@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-from ..data import MultiTaskData
+from ..data import MultiTaskData, require_data
 from ..errors import PriorError
 from ..models.likelihoods import Gaussian
 from ..models.losses import row_weights
@@ -449,8 +449,7 @@ def _move_basis(design, hyper, solver, m):
 
 def _validate(data, prior, likelihood, lam, ridge, intercept_scale, num_warmup, num_samples,
               num_chains, solver):
-    if not isinstance(data, MultiTaskData):
-        raise TypeError(f"data must be a MultiTaskData; got {type(data).__name__}")
+    require_data(data, "run_gibbs")
     if data.kind != "regression":
         raise ValueError("the Gibbs sampler needs a regression data set (Gaussian likelihood);"
                          f" got kind={data.kind!r}. Use run_nuts for classification")

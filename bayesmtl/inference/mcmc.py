@@ -13,9 +13,30 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
 
-from ..errors import DivergenceWarning
+from ..errors import DivergenceWarning, SamplingWarning
 
-__all__ = ["run_nuts"]
+__all__ = ["run_nuts", "convergence_diagnostics"]
+
+
+def convergence_diagnostics(samples_by_chain: dict) -> dict:
+    """Largest split R-hat and smallest effective sample size over every scalar of every
+    site of ``{site: (chain, draw, ...)}`` draws (NumPyro's estimators; R-hat is NaN for one
+    chain)."""
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+    rhat, ess = [], []
+    for v in samples_by_chain.values():
+        v = np.asarray(v, dtype=np.float64)
+        v = v.reshape(v.shape[:2] + (-1,))
+        keep = np.ptp(v, axis=(0, 1)) > 0  # constant entries (a zero diagonal) say nothing
+        if not keep.any() or v.shape[1] < 4:
+            continue
+        v = v[..., keep]
+        ess.append(np.min(effective_sample_size(v)))
+        if v.shape[0] > 1:
+            rhat.append(np.max(split_gelman_rubin(v)))
+    return {"max_rhat": float(max(rhat)) if rhat else float("nan"),
+            "min_ess": float(min(ess)) if ess else float("nan")}
 
 
 def run_nuts(model, *model_args, num_warmup=500, num_samples=500, num_chains=2, seed=0,
@@ -46,4 +67,10 @@ def run_nuts(model, *model_args, num_warmup=500, num_samples=500, num_chains=2, 
             advice.append("a stronger prior on Ω (the model is already non-centred)")
         warnings.warn(f"{n_div} divergent transition(s) after warm-up; consider "
                       f"{' or '.join(advice)}", DivergenceWarning, stacklevel=2)
+    diag = convergence_diagnostics(mcmc.get_samples(group_by_chain=True))
+    if diag["max_rhat"] > 1.01 or diag["min_ess"] < 100:
+        warnings.warn(f"the chains have not mixed: max R-hat {diag['max_rhat']:.3f} (want ≤ "
+                      f"1.01), min effective sample size {diag['min_ess']:.0f} (want ≥ 100); "
+                      "run longer chains or more of them before trusting the posterior",
+                      SamplingWarning, stacklevel=2)
     return mcmc

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..data import require_data
 from ..errors import ConvergenceWarning
 from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..models.losses import linear_predictor, row_weights
@@ -95,6 +96,7 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
         takes the first valid one of admm, proximal, alternating (proximal for
         classification).
     """
+    require_data(data, name)
     X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
     d, m = data.n_features, data.n_tasks
     W0, b0 = (jnp.zeros((d, m)), jnp.zeros(m)) if init is None else map(jnp.asarray, init)

@@ -8,7 +8,31 @@ from numpyro.infer import SVI, Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro.optim import Adam
 
-__all__ = ["run_svi", "GUIDES"]
+__all__ = ["run_svi", "GUIDES", "check_elbo"]
+
+
+def check_elbo(losses: np.ndarray, rel: float = 5e-3) -> bool:
+    """Whether the ELBO trace (negative ELBO per step) has flattened: the mean of its last
+    tenth is within ``rel`` (relative) of the tenth before it. Warns with ConvergenceWarning
+    (the fit is still returned) when it has not, or when it is not finite."""
+    import warnings
+
+    from ..errors import ConvergenceWarning
+
+    n = len(losses) // 10
+    if not np.all(np.isfinite(losses[-max(n, 1):])):
+        warnings.warn("the ELBO is not finite at the end of SVI", ConvergenceWarning,
+                      stacklevel=3)
+        return False
+    if n < 5:
+        return True
+    last, before = losses[-n:].mean(), losses[-2 * n:-n].mean()
+    if before - last > rel * max(1.0, abs(last)):
+        warnings.warn(f"SVI has not converged: the ELBO still improved by "
+                      f"{(before - last) / max(1.0, abs(last)):.1%} over the last tenth of "
+                      f"{len(losses)} steps; raise svi_steps", ConvergenceWarning, stacklevel=3)
+        return False
+    return True
 
 GUIDES = {"normal": AutoNormal, "lowrank": AutoLowRankMultivariateNormal}
 
@@ -27,6 +51,7 @@ def run_svi(model, *model_args, guide="normal", num_steps=5000, learning_rate=0.
     svi = SVI(model, auto, Adam(learning_rate), Trace_ELBO())
     key_fit, key_draw = jax.random.split(jax.random.PRNGKey(seed))
     result = svi.run(key_fit, num_steps, *model_args, progress_bar=progress_bar, **model_kwargs)
+    check_elbo(np.asarray(result.losses))
     key_latent, key_det = jax.random.split(key_draw)
     latents = auto.sample_posterior(key_latent, result.params, *model_args,
                                     sample_shape=(num_samples,), **model_kwargs)

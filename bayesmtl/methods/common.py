@@ -92,12 +92,21 @@ def sample_model(model, data: MultiTaskData, settings: Settings, reported, *,
                          var_names=reported, attrs=attrs)
     from ..inference.svi import run_svi
 
-    _, samples = run_svi(model, *args, guide=settings.guide, num_steps=settings.svi_steps,
-                         num_samples=settings.num_samples, seed=settings.seed,
-                         progress_bar=settings.progress_bar, **kw)
+    result, samples = run_svi(model, *args, guide=settings.guide, num_steps=settings.svi_steps,
+                              num_samples=settings.num_samples, seed=settings.seed,
+                              progress_bar=settings.progress_bar, **kw)
     keep = {k: v for k, v in samples.items() if k in reported}
-    return to_datatree(keep, task_names=data.task_names, feature_names=data.feature_names,
-                       attrs=attrs)
+    dt = to_datatree(keep, task_names=data.task_names, feature_names=data.feature_names,
+                     attrs=attrs)
+    return with_elbo_trace(dt, result.losses)
+
+
+def with_elbo_trace(dt, losses):
+    """The DataTree with SVI's negative-ELBO trace as group ``optimization`` (dim ``step``)."""
+    import xarray as xr
+
+    dt["optimization"] = xr.DataTree(xr.Dataset({"elbo_loss": ("step", np.asarray(losses))}))
+    return dt
 
 
 def sample_mtl_model(data: MultiTaskData, omega_prior, hyper: dict, settings: Settings):

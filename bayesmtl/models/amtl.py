@@ -76,7 +76,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from ..data import CLASSIFICATION, MultiTaskData
+from ..data import CLASSIFICATION, MultiTaskData, require_data
 from ..errors import (
     ConvergenceWarning,
     HyperparameterError,
@@ -652,6 +652,7 @@ def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
     -------
     AMTLResult
     """
+    require_data(data, "fit_amtl")
     check_hyperparameters(lam, mu)
     loss = _resolve(data, variant, loss, fit_intercept)
     d = data.n_features

@@ -60,7 +60,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from ..data import CLASSIFICATION, MultiTaskData
+from ..data import CLASSIFICATION, MultiTaskData, require_data
 from ..errors import ConvergenceWarning
 from ..inference.prox import prox_trace_norm_gram
 from ..inference.solvers import admm, damped_newton
@@ -538,8 +538,7 @@ class GAMTLResult(NamedTuple):
 
 
 def _check(data, lam, gamma, loss):
-    if not isinstance(data, MultiTaskData):
-        raise TypeError(f"data must be a MultiTaskData; got {type(data).__name__}")
+    require_data(data, "GAMTL")
     if data.n_tasks < 2:
         raise ValueError(f"GAMTL reconstructs each task from the others and needs at least 2 "
                          f"tasks; got {data.n_tasks}")
