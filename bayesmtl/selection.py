@@ -351,6 +351,12 @@ def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=No
         row = {"method": method.name, "status": "ok", f"test_{scoring}": None,
                "fit_time_s": None, "cv_time_s": None, "hyper": {}, "converged": None,
                "last_relative_change": None, "on_edge": []}
+        if method.fit_map is None:
+            row["status"] = f"skipped: no MAP ({method.no_map.split(':')[0]})"
+            rows.append(row)
+            if log is not None:
+                log(row)
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", GridEdgeWarning)
