@@ -144,6 +144,29 @@ class InverseWishart(OmegaPrior):
             "omega", dist.InverseWishart(self._df(m), scale_matrix=jnp.asarray(self._scale(m)))
         )
 
+    # MAP interface of the alternating loop (bayesmtl.inference.alternation): the joint MAP
+    # minimises L + (λ/2) tr(W Ω⁻¹ Wᵀ) + ((ν + m + 1 + d)/2) log|Ω| + ½ tr(Ψ Ω⁻¹), whose
+    # Ω-step given G = WᵀW is the closed form (Ψ + λG) / (ν + m + 1 + d).
+    def initial_state(self, m):
+        return jnp.asarray(self._scale(m)) / (self._df(m) + m + 1)
+
+    def precision(self, state):
+        return jnp.linalg.inv(state)
+
+    def covariance(self, state):
+        return state
+
+    def omega_step(self, gram, lam, d, state, previous_gram=None):
+        del state, previous_gram
+        m = gram.shape[0]
+        return (jnp.asarray(self._scale(m)) + lam * gram) / (self._df(m) + m + 1 + d)
+
+    def penalty(self, state, lam, d):
+        del lam
+        m = state.shape[0]
+        return (0.5 * (self._df(m) + m + 1 + d) * log_det(state)
+                + 0.5 * jnp.trace(jnp.linalg.solve(state, jnp.asarray(self._scale(m)))))
+
 
 @dataclass(frozen=True)
 class LKJ(OmegaPrior):

@@ -375,7 +375,7 @@ def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=No
             fits[method.name] = fit
         except TimeLimitReached:
             row["status"] = f"skipped: time limit ({time_limit:g} s)"
-        except BayesMTLError as err:
+        except Exception as err:  # one method's failure must not lose the others' rows
             row["status"] = f"failed: {type(err).__name__}: {err}"
         row["total_time_s"] = time.monotonic() - start
         rows.append(row)

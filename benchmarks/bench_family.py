@@ -71,11 +71,11 @@ def school(splits, members, folds, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID,
                              grids={n: _grid(n, lam_grid, lam2_grid) for n in members},
                              n_folds=folds, settings=Settings(tol=tol),
                              refit_settings=Settings())
-        for r in rows:
-            r = {"member": r["method"], "test_rmse": r["test_rmse"],
+        rows = [{"member": r["method"], "test_rmse": r["test_rmse"],
                  "fit_time_s": r["fit_time_s"], "cv_time_s": r["cv_time_s"],
                  "lam": r["hyper"]["lam"], "lam2": r["hyper"].get("lam2"),
-                 "converged": r["converged"]}
+                 "converged": r["converged"]} for r in rows]
+        for r in rows:
             r["test_rmse_per_task"] = rmse_conventions(fits[r["member"]], test)[1]
             meta[r["member"]].append(r)
         print(f"split {split}: " + "  ".join(

@@ -108,12 +108,18 @@ def _generic_map(data, prior, lam, ridge, settings, seed=0, init=None) -> Fit:
     from ..inference.map import map_estimate
 
     args, kw = model_inputs(data, settings.resolved_loss_scale())
-    init_params = None if init is None else {"W": init.W, "b": init.b}
+    init_params = None if init is None else {"W": init.W, "b": init.b, **_init_sites(init)}
     r = map_estimate(mtl_model, *args, omega_prior=prior, likelihood=likelihood(data, settings),
                      lam=lam, ridge=ridge, seed=seed, init_params=init_params, **kw)
     omega = r.params["omega"]
     return Fit(r.params["W"], r.params["b"], {"omega": omega}, r.objective, r.converged,
                {"n_iter": r.n_iter, "grad_norm": r.grad_norm}, r)
+
+
+def _init_sites(init):
+    """The previous fit's Ω as a warm start of the prior's ``omega`` site (when it has one)."""
+    omega = init.relation.get("omega")
+    return {} if omega is None else {"omega": omega}
 
 
 def _fit_stl(data, hyper, settings, init=None):
@@ -211,10 +217,22 @@ def _iw(hyper):
 
 
 def _fit_iw(data, hyper, settings, init=None):
+    """Joint MAP of (W, b, Ω): block minimisation with the closed-form Ω-step (any
+    likelihood, no ridge); L-BFGS on the joint when ρ > 0."""
+    from ..inference.alternation import fit_family
+
     prior = _iw(hyper)
     prior.check(data.n_tasks)
-    return _generic_map(data, prior, hyper["lam"], hyper["ridge"], settings, settings.seed,
-                        init)
+    if hyper["ridge"] > 0:
+        return _generic_map(data, prior, hyper["lam"], hyper["ridge"], settings,
+                            settings.seed, init)
+    kw = {k: v for k, v in (("max_iter", settings.max_iter), ("tol", settings.tol))
+          if v is not None}
+    raw_init = None if init is None else (init.W, init.b, init.relation["omega"])
+    r = fit_family(data, prior, hyper["lam"], loss_scale=settings.resolved_loss_scale(),
+                   noise=map_noise(settings), init=raw_init, deadline=settings.deadline, **kw)
+    return Fit(r.W, r.b, {"omega": r.omega}, r.objective, r.converged,
+               history_info(r.history, r.n_iter, r.residual), r)
 
 
 register(Method(
