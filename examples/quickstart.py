@@ -1,7 +1,7 @@
 """Quick start: say how tasks relate, fit by MAP and by posterior sampling, look at Ω in ArviZ.
 
     python examples/quickstart.py           # School, 139 tasks: MAP + blocked Gibbs
-    python examples/quickstart.py --small   # 15 schools, shorter chains (under a minute)
+    python examples/quickstart.py --small   # 10 schools, shorter chains (under a minute)
 
 MTRL (learned task covariance) by MAP is the published estimator; the inverse-Wishart prior
 gives a posterior over Ω, sampled here by the conjugate blocked Gibbs sampler (NUTS works the
@@ -20,7 +20,7 @@ from bayesmtl.inference.export import task_relation_summary
 def main(small: bool = False):
     train, test = load_school(split=1)
     if small:
-        train, test = train.select_tasks(range(15)), test.select_tasks(range(15))
+        train, test = train.select_tasks(range(10)), test.select_tasks(range(10))
     task = np.asarray(train.task_names)[train.task]
     test_task = np.asarray(test.task_names)[test.task]
 
@@ -31,7 +31,7 @@ def main(small: bool = False):
 
     # posterior: Ω ~ inverse-Wishart(m + 2, I), blocked Gibbs (conjugate), 2 chains
     post = MTLRegressor(method="inverse_wishart", lam=0.1, inference="gibbs",
-                        num_warmup=200 if small else 500, num_samples=200 if small else 500,
+                        num_warmup=150 if small else 500, num_samples=150 if small else 500,
                         num_chains=2).fit(train.X, train.y, task=task)
     y_hat, y_sd = post.predict(test.X, task=test_task, return_std=True)
     print(f"IW posterior: test RMSE {np.sqrt(np.mean((y_hat - test.y) ** 2)):.3f}, mean "

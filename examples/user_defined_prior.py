@@ -84,8 +84,8 @@ def main(small: bool = False):
     across = corr[np.ix_(GROUPS[0], GROUPS[1])].mean()
     print(f"MAP task correlation: within groups {within:.2f}, across groups {across:.2f}")
 
-    post = est.set_params(inference="nuts", num_warmup=150 if small else 500,
-                          num_samples=150 if small else 500, num_chains=1 if small else 2,
+    post = est.set_params(inference="nuts", num_warmup=100 if small else 500,
+                          num_samples=100 if small else 500, num_chains=1 if small else 2,
                           noncentered=True)
     post.fit(train.X, train.y, task=task)
     y_hat, y_sd = post.predict(test.X, task=test_task, return_std=True)
