@@ -1,3 +1,6 @@
+import gc
+
+import jax
 import numpy as np
 import pytest
 
@@ -21,3 +24,13 @@ def make_regression(seed=0, d=5, sizes=(15, 20, 25, 30), noise=1.0, omega=None):
 @pytest.fixture
 def small_regression():
     return make_regression()[0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop JAX's compiled executables after each test module. XLA's CPU JIT maps a few
+    memory regions per executable; a whole suite in one process otherwise compiles enough
+    shapes to exhaust vm.max_map_count (65530) and crash the compiler (SIGSEGV/SIGABRT)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
