@@ -23,7 +23,8 @@
     ├── DivergenceWarning                    NUTS divergences
     ├── SamplingWarning                      R-hat > 1.01 or low ESS
     ├── SingleClassWarning                   a classification task with one class
-    └── GridEdgeWarning                      a CV choice on the edge of its grid
+    ├── GridEdgeWarning                      a CV choice on the edge of its grid
+    └── DegenerateRelationWarning            a learned Ω of rank one (tasks collapsed)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = [
     "UnknownTaskError", "LabelError", "TooFewSamplesError", "HyperparameterError",
     "PriorError", "TransferGraphError", "MethodError", "ResultError", "NonFiniteResultError",
     "ModelFileError", "BayesMTLWarning", "ConvergenceWarning", "DivergenceWarning",
-    "SamplingWarning", "SingleClassWarning", "GridEdgeWarning",
+    "SamplingWarning", "SingleClassWarning", "GridEdgeWarning", "DegenerateRelationWarning",
 ]
 
 
@@ -140,3 +141,8 @@ class SingleClassWarning(BayesMTLWarning):
 
 class GridEdgeWarning(BayesMTLWarning):
     """A cross-validated choice lies on the edge of its grid: widen the grid."""
+
+
+class DegenerateRelationWarning(BayesMTLWarning):
+    """The learned task covariance Ω is numerically rank one (every task correlation ±1)
+    although the tasks' weights differ: usually λ is too large for the data."""

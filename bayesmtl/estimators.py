@@ -28,6 +28,7 @@ Defaults follow the purpose of each inference: MAP uses the papers' per-task mea
 from __future__ import annotations
 
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +49,16 @@ from .data import (
 )
 from .errors import (
     DataError,
+    DegenerateRelationWarning,
     HyperparameterError,
     LabelError,
     MethodError,
     ModelFileError,
     ShapeMismatchError,
 )
+from .inference.export import omega_to_corr
 from .io import read_model, write_model
+from .methods.matrix_normal import LAM_GRID
 from .methods.registry import RELATIONS, Settings, integer_at_least, one_of, positive, probability
 from .models.matrix_normal import predict_linear
 
@@ -264,21 +268,68 @@ class _MTLBase(BaseEstimator):
 
     # --- fitting -------------------------------------------------------------------------
     def fit(self, X, y, task=None):
-        """Fit on rows X (n, d) with targets y (n,) and task labels (argument or column)."""
+        """Fit on rows X (n, d) with targets y (n,) and task labels (argument or column).
+
+        ``lam="auto"`` chooses λ first (:meth:`_auto_lam`); ``lam_`` holds the λ used."""
         method = registry.get(self.method)
         settings = self._settings()
-        hyper = registry.validate(method, self._hyper_params())
+        values = self._hyper_params()
+        auto = isinstance(values.get("lam"), str) and values["lam"] == "auto"
+        hyper = registry.validate(method, {k: v for k, v in values.items()
+                                           if not (auto and k == "lam")})
         data = self._data(X, y, task, method)
+        if auto:
+            hyper = registry.validate(method, {**hyper, "lam": self._auto_lam(data, method,
+                                                                              hyper, settings)})
         start = time.perf_counter()
         self.fit_result_, self.idata_ = registry.fit(data, method, hyper, settings)
         self.fit_time_ = time.perf_counter() - start
         self.idata_.attrs.update(method=method.name, inference=settings.inference)
+        if "lam" in hyper:
+            self.lam_ = hyper["lam"]
         self._set_fitted(data, method, self.idata_.posterior)
+        self._warn_if_degenerate(method, hyper)
         self.n_features_in_ = data.n_features + (self.task_col is not None and task is None)
         self.named_features_ = self._feature_names is not None
         if hasattr(X, "columns"):
             self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
         return self
+
+    def _auto_lam(self, data, method, hyper, settings) -> float:
+        """λ by 3-fold task-stratified CV of MAP fits on the training rows over the method's
+        λ grid, its other hyperparameters fixed at their values here (the CLI's rule; a
+        choice on the grid's edge warns with GridEdgeWarning). Sets ``lam_cv_`` (CVResult)."""
+        from .selection import cross_validate
+
+        if method.fit_map is None or not method.shallow:
+            why = "has no MAP" if method.fit_map is None else "is a network"
+            raise HyperparameterError(f"lam='auto' chooses λ by cross-validating MAP fits, and "
+                                      f"{method.name} {why}; give lam a number", "lam", "auto")
+        grid = {"lam": method.grid.get("lam", LAM_GRID)}
+        grid.update({k: (hyper[k],) for k in method.grid if k != "lam"})
+        cv_settings = settings if settings.inference == "map" else Settings(seed=settings.seed)
+        self.lam_cv_ = cross_validate(data, method, grid, hyper=hyper, settings=cv_settings,
+                                      progress=bool(self.progress_bar))
+        return float(self.lam_cv_.lam)
+
+    def _warn_if_degenerate(self, method, hyper):
+        """DegenerateRelationWarning when the learned Ω is numerically rank one while the
+        tasks' weights differ (a rank-one Ω with identical columns of W is pooling, not a
+        collapse; a capacity hyperparameter ``r`` = 1 makes rank one the model's choice)."""
+        omega = getattr(self, "omega_", None)
+        if omega is None or omega.shape[0] < 2 or not hasattr(self, "coef_") \
+                or hyper.get("r", 2) < 2:
+            return
+        evals = np.linalg.eigvalsh(omega_to_corr(np.asarray(omega, dtype=np.float64)))
+        tied = np.allclose(self.coef_, self.coef_[:, :1], rtol=1e-9, atol=1e-12)
+        if evals[-2] <= 1e-6 * evals[-1] and not tied:
+            lam = getattr(self, "lam_", None)
+            warnings.warn(
+                f"{method.name}: the learned task covariance Ω is numerically rank one (every "
+                f"task correlation is ±1) although the tasks' weights differ; λ"
+                f"{'' if lam is None else f' = {lam:g}'} is the likely cause (too strong a "
+                "coupling): try lam='auto' or a smaller lam", DegenerateRelationWarning,
+                stacklevel=3)
 
     def _set_fitted(self, data, method, post):
         def draws(name):
@@ -344,7 +395,8 @@ class _MTLBase(BaseEstimator):
                 "features": list(self.features_), "named_features": self.named_features_,
                 "feature_names_in": (None if getattr(self, "feature_names_in_", None) is None
                                      else [str(f) for f in self.feature_names_in_]),
-                "fit_time": self.fit_time_, "n_features_in": int(self.n_features_in_)}
+                "fit_time": self.fit_time_, "n_features_in": int(self.n_features_in_),
+                "lam_": getattr(self, "lam_", None)}
         arrays = {}
         if hasattr(self, "model_"):
             state_meta, state = self.model_.state()
@@ -367,13 +419,15 @@ class MTLRegressor(RegressorMixin, _MTLBase):
     """Multi-task regression with any registered method (see the module docstring).
 
     Parameters: ``method`` (a registered name, default "mtrl") and its hyperparameters
-    (e.g. ``lam``), ``inference`` ("map", "nuts", "gibbs", "svi"), ``task_col``,
+    (e.g. ``lam``; ``lam="auto"``: 3-fold CV of MAP fits on the training rows over the
+    method's λ grid), ``inference`` ("map", "nuts", "gibbs", "svi"), ``task_col``,
     ``loss_scale`` ("mean"/"sum"; default by inference), ``noise`` (σ, or "shared"/"task"
     for sampling), sampler settings, ``seed``.
     Fitted: ``W_`` (draws, d, m), ``b_`` (draws, m), ``coef_`` (d, m), ``intercept_`` (m,),
     the task relation's posterior mean (``omega_``, ``transfer_graph_`` or ``combination_``),
     ``idata_`` (ArviZ DataTree), ``fit_result_`` (the MAP fit, None when sampled),
-    ``task_names_``, ``fit_time_``.
+    ``task_names_``, ``fit_time_``, ``lam_`` (the λ used; ``lam_cv_`` the CV behind "auto").
+    A learned Ω of rank one warns with :class:`~bayesmtl.errors.DegenerateRelationWarning`.
     """
 
     def predict(self, X, task=None, return_std=False):
@@ -470,7 +524,10 @@ def load_estimator(path):
         cls = {"MTLRegressor": MTLRegressor, "MTLClassifier": MTLClassifier}[meta["class"]]
         method = registry.get(meta["method"])
         est = cls(**meta["params"])
-        registry.validate(method, est._hyper_params())
+        values = est._hyper_params()
+        if isinstance(values.get("lam"), str) and values["lam"] == "auto":  # chosen at fit
+            values["lam"] = meta["lam_"]
+        registry.validate(method, values)
         est._settings()
         tasks = tuple(meta["task_names"])
         features = tuple(meta["features"])
@@ -514,6 +571,8 @@ def load_estimator(path):
     est.fit_result_ = None
     est.inference_ = meta.get("inference", "map")
     est.named_features_ = bool(meta.get("named_features", False))
+    if meta.get("lam_") is not None:
+        est.lam_ = float(meta["lam_"])
     if meta.get("feature_names_in") is not None:
         est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
     if cls is MTLClassifier:

@@ -85,6 +85,22 @@ def objective_gamtl(lam, gamma):
     return F
 
 
+def objective_malsar(lam, penalty, lam2=None):
+    """MALSAR's Least_L21, Least_Lasso and Least_Dirty (Jalali et al. 2010) with the mean
+    per-task loss: Σ L_i + λ Σ_r ‖w_r‖₂ | λ Σ_ij |W_ij| | λ Σ_r max_j |P_rj| + λ₂ Σ_ij |Q_ij|,
+    Q = W - P (the relation holds P)."""
+    def F(data, W, b, rel):
+        data_part = cp.sum(cp.hstack(loss(data, W, b)))
+        if penalty == "l21":
+            return data_part + lam * cp.sum(cp.norm(W, 2, axis=1))
+        if penalty == "lasso":
+            return data_part + lam * cp.sum(cp.abs(W))
+        P = rel["P"]
+        return (data_part + lam * cp.sum(cp.max(cp.abs(P), axis=1))
+                + lam2 * cp.sum(cp.abs(W - P)))
+    return F
+
+
 def value(expr):
     return float(expr.value if isinstance(expr, cp.Expression) else expr)
 
@@ -214,7 +230,7 @@ CASES = {
             + (data.n_tasks + 2 + data.n_tasks + 1 + data.n_features) / 2
             * np.linalg.slogdet(rel["omega"])[1]
             + 0.5 * np.trace(np.linalg.inv(rel["omega"]))),
-        iw_certify(IW), _blend("omega", _eye), reports_objective=False),
+        iw_certify(IW), _blend("omega", _eye)),
     "lkj": Case({"lam": LAM}, note="no MAP (density unbounded)"),
     "mtrl": Case({"lam": 0.05, "ridge": 0.1},
                  lambda data, W, b, rel: (objective_l2mt(0.05, lambda r, d: 0)(data, W, b, rel)
@@ -283,6 +299,12 @@ CASES = {
     "dmtl_trace": Case(DEEP, covered_by="tests/test_deep.py (nlj = objective, trace heads)"),
     "gamtl": Case({"lam": LAM, "gamma": 0.1}, objective_gamtl(LAM, 0.1),
                   blocks(combination_block), _blend("combination", _zeros), tol=1e-5),
+    "l21": Case({"lam": 0.3}, objective_malsar(0.3, "l21"), whole(lambda data, fit: ({}, []))),
+    "lasso": Case({"lam": 0.3}, objective_malsar(0.3, "lasso"),
+                  whole(lambda data, fit: ({}, []))),
+    "dirty": Case({"lam": 0.3, "lam2": 0.15}, objective_malsar(0.3, "dirty", 0.15),
+                  whole(lambda data, fit: ({"P": cp.Variable(fit.W.shape)}, [])),
+                  lambda rel, data: {**rel, "P": 0.5 * rel["P"]}),
 }
 
 
@@ -399,3 +421,36 @@ def test_method_conformance(name, data, tmp_path):
         ours = value(case.objective(data, fit.W, fit.b, fit.relation))
         reference = case.certify(case.objective, data, fit)
         assert ours <= reference + case.tol * max(1.0, abs(reference)), (ours, reference)
+
+
+# -------------------------------------------------------------------- shared_subspace
+# Wu, Zhang & Ré: W = B A is not identifiable from (B, A), so the objective reads the MAP's
+# factors from the relation (the perturbed W is ignored; W = B A is what the fit reports).
+
+
+def objective_shared_subspace(lam):
+    """Eq. (2) with α = 1 and the mean loss, plus the Gaussian priors' weight decay:
+    Σ_i L_i(B A_i, b_i) + (λ/2)(‖B‖²_F + ‖A‖²_F)."""
+    def F(data, W, b, rel):
+        del W
+        B, A = rel["B"], rel["A"]
+        return (cp.sum(cp.hstack(loss(data, B @ A, b)))
+                + lam / 2 * (cp.sum_squares(B) + cp.sum_squares(A)))
+    return F
+
+
+def subspace_blocks(F, data, fit):
+    """Non-convex in (B, A), convex in each block: B (with b) for the fit's A, and A (with
+    b) for its B, by cvxpy. (Proposition 3's closed form certifies the global optimum on
+    tasks sharing X: tests/test_info_transfer.py.)"""
+    d, m = data.n_features, data.n_tasks
+    r = fit.relation["B"].shape[1]
+    b_block = solve(F(data, None, cp.Variable(m), {**fit.relation, "B": cp.Variable((d, r))}))
+    a_block = solve(F(data, None, cp.Variable(m), {**fit.relation, "A": cp.Variable((r, m))}))
+    return max(b_block, a_block)
+
+
+CASES["shared_subspace"] = Case(
+    {"r": 1, "lam": LAM, "task_weights": None}, objective_shared_subspace(LAM),
+    subspace_blocks,
+    lambda rel, data: {**rel, "B": 1.1 * rel["B"] + 0.05, "A": 0.9 * rel["A"] - 0.05})

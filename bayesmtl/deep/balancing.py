@@ -13,6 +13,8 @@ strategy       objective                                reading
 DS             Σ L_i                                    product of task likelihoods, each
                                                         tempered by 1/n_i (mean loss)
 fixed          Σ w_i L_i                                task i's likelihood tempered by w_i/n_i
+SVD            Σ α_i L_i, α_i = ‖θ_iᵀU_r‖, θ_i = Xᵀy_i  fixed weights from the data (Wu, Zhang
+               (Algorithm 2; tasks share X)             & Ré 2020): tempered likelihoods
 DWA            Σ w_i L_i, w = m·softmax(r/T),           tempered likelihoods, weights from the
                r_i = L̄_i(t-1)/L̄_i(t-2) (epoch means)    loss history (Liu et al. 2019)
 Max            max_i L_i = max_{w ∈ Δ} Σ w_i L_i        minimax over the simplex (Mehta 2012)
@@ -48,8 +50,8 @@ import torch
 
 from ..errors import HyperparameterError
 
-__all__ = ["Context", "Balanced", "Strategy", "DS", "Fixed", "DWA", "Max", "SMax", "CL", "MGDA",
-           "BMTL", "Uncertainty", "Transform", "exp_transform", "polynomial_transform",
+__all__ = ["Context", "Balanced", "Strategy", "DS", "Fixed", "SVD", "DWA", "Max", "SMax", "CL",
+           "MGDA", "BMTL", "Uncertainty", "Transform", "exp_transform", "polynomial_transform",
            "callable_transform", "make_transform", "min_norm_weights", "make_strategy",
            "STRATEGIES"]
 
@@ -129,6 +131,25 @@ class Fixed(Strategy):
 
     def to_json(self):
         return {"name": self.name, "weights": list(self.weights)}
+
+
+@dataclass(frozen=True)
+class SVD(Fixed):
+    """Algorithm 2 of Wu, Zhang & Ré: fixed weights α_i = ‖θ_iᵀU_r‖ (θ_i = Xᵀy_i, U_r the top-r
+    left singular vectors of [θ_1 … θ_m]; mean 1) computed once from data whose tasks share X
+    (:func:`bayesmtl.transfer.svd_task_weights`); then the weighted sum of problem (2)."""
+
+    rank: int = 1
+    name = "svd"
+
+    @classmethod
+    def from_data(cls, data, rank: int = 1) -> SVD:
+        from ..transfer.reweighting import svd_task_weights
+
+        return cls(tuple(svd_task_weights(data, rank).tolist()), int(rank))
+
+    def to_json(self):
+        return {"name": self.name, "rank": self.rank, "weights": list(self.weights)}
 
 
 @dataclass(frozen=True)
@@ -443,12 +464,14 @@ def _affine_min(G_SS: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- factory
 
-STRATEGIES = ("ds", "fixed", "dwa", "max", "smax", "cl", "mgda", "bmtl", "uncertainty")
+STRATEGIES = ("ds", "fixed", "svd", "dwa", "max", "smax", "cl", "mgda", "bmtl", "uncertainty")
 
 
 def make_strategy(balancing, *, n_tasks: int, T: float = 50.0, h=None, weights=None,
-                  dwa_T: float = 2.0, cl_T: float = 1.0) -> Strategy:
-    """A Strategy from its name (or one given as is), every parameter validated."""
+                  dwa_T: float = 2.0, cl_T: float = 1.0, data=None,
+                  svd_rank: int = 1) -> Strategy:
+    """A Strategy from its name (or one given as is), every parameter validated. "svd" computes
+    its weights from ``data`` (tasks sharing X) at rank ``svd_rank``."""
     if isinstance(balancing, Strategy):
         return balancing
     if balancing not in STRATEGIES:
@@ -472,6 +495,12 @@ def make_strategy(balancing, *, n_tasks: int, T: float = 50.0, h=None, weights=N
             raise HyperparameterError(f"weights must be {n_tasks} finite numbers > 0; got "
                                       f"{weights!r}", "weights", weights)
         return Fixed(tuple(w.tolist()))
+    if balancing == "svd":
+        if data is None:
+            raise HyperparameterError("balancing='svd' (Algorithm 2) computes its weights from "
+                                      "the data: pass data= or SVD.from_data(data, rank)",
+                                      "balancing", balancing)
+        return SVD.from_data(data, svd_rank)
     if balancing == "bmtl":
         return BMTL(make_transform(h, T))
     return {"ds": DS, "max": Max, "smax": SMax, "mgda": MGDA, "uncertainty": Uncertainty,

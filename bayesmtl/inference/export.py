@@ -6,6 +6,11 @@ Dimension names
 ``task`` and ``task_`` (the two axes of a task × task matrix), ``feature``, and
 ``source_task`` / ``target_task`` for directed task graphs (AMTL's B, GAMTL's C). Variables not
 in :data:`DEFAULT_DIMS` keep ArviZ's automatic dimension names unless ``dims`` says otherwise.
+
+Sampled fits given their data and likelihood also get ``observed_data`` (``y``, dim ``obs``)
+and ``log_likelihood`` (``y``: log p(y_j | draw), dims chain, draw, obs), both with the row's
+task name as coordinate ``task`` along ``obs``, so ``arviz_stats.loo`` and ``compare`` work on
+the user's data.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["DEFAULT_DIMS", "to_datatree", "from_mcmc", "from_point", "omega_to_corr",
-           "task_relation_summary", "relation_variable"]
+           "task_relation_summary", "relation_variable", "pointwise_log_likelihood"]
 
 DEFAULT_DIMS = {
     "W": ["feature", "task"],
@@ -30,6 +35,8 @@ DEFAULT_DIMS = {
     "combination": ["source_task", "target_task"],
     "reconstruction": ["source_task", "target_task"],
     "task_loss": ["task"],
+    "P": ["feature", "task"],
+    "Q": ["feature", "task"],
 }
 
 
@@ -43,12 +50,52 @@ def omega_to_corr(omega: np.ndarray) -> np.ndarray:
     return corr
 
 
+def pointwise_log_likelihood(posterior: dict, data, likelihood) -> np.ndarray:
+    """(chain, draw, N) log p(y_j | W, b, σ) of every row of ``data`` under every draw.
+
+    ``posterior`` holds ``W`` (chain, draw, d, m), ``b`` (chain, draw, m; absent = 0) and, for
+    a learned Gaussian noise, ``noise`` (chain, draw) or (chain, draw, m); ``likelihood`` is
+    the model's observation model (:mod:`bayesmtl.models.likelihoods`). The proper
+    (untempered) density, whatever row weights the sampler used.
+    """
+    W = np.asarray(posterior["W"], dtype=np.float64)
+    n_chain, n_draw = W.shape[:2]
+    b = (np.asarray(posterior["b"], dtype=np.float64) if "b" in posterior
+         else np.zeros((n_chain, n_draw, data.n_tasks)))
+    f = np.empty((n_chain, n_draw, len(data.y)))
+    for i in range(data.n_tasks):  # rows are sorted by task
+        rows = data.task_slice(i)
+        f[:, :, rows] = (np.einsum("nk,csk->csn", data.X[rows], W[:, :, :, i])
+                         + b[:, :, i, None])
+    y = data.y
+    if likelihood.kind == "classification":
+        return -np.logaddexp(0.0, -(2.0 * y - 1.0) * f)
+    if isinstance(likelihood.noise, str):
+        sigma = np.asarray(posterior["noise"], dtype=np.float64)
+        sigma = sigma[..., None] if sigma.ndim == 2 else sigma[:, :, data.task]
+    else:
+        sigma = float(likelihood.noise)
+    return -0.5 * np.log(2.0 * np.pi * sigma**2) - 0.5 * ((y - f) / sigma) ** 2
+
+
+def _with_row_tasks(dt, data):
+    """The per-row task names as coordinate ``task`` along ``obs`` of the data groups."""
+    names = np.asarray(data.task_names)[data.task]
+    for group in ("observed_data", "log_likelihood"):
+        if group in dt.children:
+            dt[group] = dt[group].to_dataset().assign_coords(task=("obs", names))
+    return dt
+
+
 def to_datatree(samples: dict, *, task_names, feature_names=None, dims=None,
-                sample_stats=None, observed=None, attrs=None):
+                sample_stats=None, observed=None, attrs=None, data=None, likelihood=None):
     """Build an ArviZ DataTree from draws shaped ``(chain, draw, ...)``.
 
     Adds ``omega_corr`` when ``omega`` is present. ``observed`` is an optional dict of
-    observed-data arrays (with their own ``dims`` entries).
+    observed-data arrays (with their own ``dims`` entries). With ``data`` (the fitted
+    MultiTaskData) and its ``likelihood`` the tree also holds ``observed_data`` and
+    ``log_likelihood`` (:func:`pointwise_log_likelihood`), dim ``obs`` with task
+    coordinates.
     """
     from arviz_base import from_dict
 
@@ -67,10 +114,15 @@ def to_datatree(samples: dict, *, task_names, feature_names=None, dims=None,
         groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
     if observed:
         groups["observed_data"] = {k: np.asarray(v) for k, v in observed.items()}
-    used = set().union(*(g.keys() for g in groups.values()))
     var_dims = {}
+    if data is not None and likelihood is not None:
+        groups.setdefault("observed_data", {})["y"] = np.asarray(data.y)
+        groups["log_likelihood"] = {"y": pointwise_log_likelihood(posterior, data, likelihood)}
+        coords["obs"] = np.arange(len(data.y))
+        var_dims["y"] = ["obs"]
+    used = set().union(*(g.keys() for g in groups.values()))
     for k, v in all_dims.items():
-        if k not in used:
+        if k not in used or k in var_dims:
             continue
         arr = next(g[k] for g in groups.values() if k in g)
         shape = arr.shape[2:] if k in posterior or k in groups.get("sample_stats", {}) \
@@ -81,11 +133,13 @@ def to_datatree(samples: dict, *, task_names, feature_names=None, dims=None,
             var_dims[k] = v
     dt = from_dict(groups, dims=var_dims, coords=coords)
     dt.attrs.update(attrs or {}, n_tasks=m)
-    return dt
+    return dt if data is None or likelihood is None else _with_row_tasks(dt, data)
 
 
-def from_mcmc(mcmc, *, task_names, feature_names=None, var_names=None, dims=None, attrs=None):
-    """DataTree from a NumPyro ``MCMC`` run (draws grouped by chain; divergences kept)."""
+def from_mcmc(mcmc, *, task_names, feature_names=None, var_names=None, dims=None, attrs=None,
+              data=None, likelihood=None):
+    """DataTree from a NumPyro ``MCMC`` run (draws grouped by chain; divergences kept);
+    ``data`` and ``likelihood`` add the observed data and pointwise log-likelihood."""
     samples = mcmc.get_samples(group_by_chain=True)
     if var_names is not None:
         samples = {k: v for k, v in samples.items() if k in var_names}
@@ -99,7 +153,7 @@ def from_mcmc(mcmc, *, task_names, feature_names=None, var_names=None, dims=None
     if "num_steps" in extra:
         stats["n_steps"] = np.asarray(extra["num_steps"])
     return to_datatree(samples, task_names=task_names, feature_names=feature_names, dims=dims,
-                       sample_stats=stats, attrs=attrs)
+                       sample_stats=stats, attrs=attrs, data=data, likelihood=likelihood)
 
 
 def from_point(params: dict, *, task_names, feature_names=None, dims=None, attrs=None):

@@ -266,3 +266,61 @@ def prox_trace_norm_gram(J, threshold):
     if p <= q:
         return vecs @ (scale[:, None] * (vecs.T @ J))
     return ((J @ vecs) * scale[None, :]) @ vecs.T
+
+
+# ----------------------------------------------------------------------------- sparse rows
+# The MALSAR-family penalties (bayesmtl.models.sparse_rows): ℓ1 (prox_l1 above), the row
+# norm ℓ2,1 and the dirty model's infimal convolution of ℓ1,∞ (rows) and ℓ1 (entries).
+
+
+def prox_l21(W, threshold):
+    """Row-wise group soft-thresholding: prox of ``threshold * Σ_r ‖w_r‖₂`` for W (d, m)
+    (rows w_r (m,): one feature across the tasks)."""
+    norms = jnp.linalg.norm(W, axis=1, keepdims=True)
+    return W * jnp.maximum(1.0 - threshold / jnp.where(norms > 0, norms, 1.0), 0.0)
+
+
+def _l1_box_threshold(a, radius, bound, n_bisect=200):
+    """(d,) smallest θ ≥ 0 with Σ_j clip(a_rj - θ, 0, bound) ≤ radius for a (d, m) ≥ 0 (the
+    sum decreases in θ; bisection to rounding)."""
+    def l1(theta):
+        return jnp.sum(jnp.clip(a - theta[:, None], 0.0, bound), axis=1)
+
+    def body(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        big = l1(mid) > radius
+        return jnp.where(big, mid, lo), jnp.where(big, hi, mid)
+
+    hi0 = jnp.max(a, axis=1)
+    _, hi = jax.lax.fori_loop(0, n_bisect, body, (jnp.zeros_like(hi0), hi0))
+    return jnp.where(l1(jnp.zeros_like(hi0)) <= radius, 0.0, hi)
+
+
+def project_l1_box(V, radius, bound):
+    """Row-wise Euclidean projection of V (d, m) onto {z : ‖z‖₁ ≤ radius, |z_j| ≤ bound}.
+
+    KKT: z = sign(v) clip(|v| - θ, 0, bound) with the smallest θ ≥ 0 meeting the ℓ1 bound.
+    ``bound`` may be ``jnp.inf`` (the ℓ1 ball alone).
+    """
+    a = jnp.abs(V)
+    theta = _l1_box_threshold(a, radius, bound)
+    return jnp.sign(V) * jnp.clip(a - theta[:, None], 0.0, bound)
+
+
+def prox_dirty(V, step, lam, lam2):
+    """Prox of ``step * R`` for the dirty model's penalty on W (d, m),
+
+        R(W) = min_{P + Q = W} λ Σ_r ‖p_r‖_∞ + λ₂ ‖Q‖₁        (an infimal convolution).
+
+    R* is the indicator of C = {Z : ‖z_r‖₁ ≤ λ for every row, |Z_ij| ≤ λ₂} (the sum of the
+    conjugates), so by Moreau's decomposition prox_{tR}(V) = V - t·proj_C(V / t), the
+    projection being row-wise (:func:`project_l1_box`). Written entry-wise, with θ the
+    projection's threshold of row r: v (|v| ≤ tθ), sign(v)·tθ (the shared ℓ∞ level) or
+    sign(v)(|v| - tλ₂) (beyond it), so zeros are exact. ``lam2 = inf`` gives the prox of
+    λ‖·‖_{1,∞}; ``lam = inf`` that of λ₂‖·‖₁.
+    """
+    a = jnp.abs(V)
+    level = step * _l1_box_threshold(a / step, lam, lam2)[:, None]
+    out = jnp.where(a <= level, a, jnp.where(a - level >= step * lam2, a - step * lam2, level))
+    return jnp.sign(V) * out

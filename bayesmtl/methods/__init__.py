@@ -2,12 +2,13 @@
 
 Importing this package registers the built-in methods: the matrix-normal Ω priors
 (:mod:`.matrix_normal`), the Schatten members (:mod:`.schatten`), the rest of L2MT's family
-and the pooled baseline (:mod:`.family`), AMTL and its ablations (:mod:`.amtl`) and GAMTL
-(:mod:`.gamtl`).
+and the pooled baseline (:mod:`.family`), the sparse MALSAR family (:mod:`.malsar`), AMTL
+and its ablations (:mod:`.amtl`) and GAMTL (:mod:`.gamtl`).
 """
 
 # registration order is the listing order of names()
-from . import matrix_normal, schatten, family, amtl, gamtl, deep  # noqa: F401, I001
+from . import matrix_normal, schatten, family, malsar, amtl, gamtl, deep  # noqa: F401, I001
+from . import info_transfer  # noqa: F401, I001  (shared_subspace)
 from .matrix_normal import omega_prior_method
 from .registry import (
     INFERENCES,

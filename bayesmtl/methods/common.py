@@ -72,12 +72,14 @@ def history_info(history, n_iter, residual=None) -> dict:
 def sample_model(model, data: MultiTaskData, settings: Settings, reported, *,
                  noncentered_hint=None, **model_kwargs):
     """NUTS or SVI on ``model(X, task, m, y=…, weights=…, likelihood=…, **model_kwargs)``;
-    returns a DataTree of the ``reported`` sites with task and feature names."""
+    returns a DataTree of the ``reported`` sites with task and feature names, the observed
+    data and the pointwise log-likelihood (``reported`` must hold W, b and a learned noise)."""
     from ..inference.export import from_mcmc, to_datatree
     from ..models.matrix_normal import model_inputs
 
     args, kw = model_inputs(data, settings.resolved_loss_scale())
-    kw.update(likelihood=likelihood(data, settings), **model_kwargs)
+    lik = likelihood(data, settings)
+    kw.update(likelihood=lik, **model_kwargs)
     attrs = {"inference": settings.inference}
     if settings.inference == "nuts":
         from ..inference.mcmc import run_nuts
@@ -89,7 +91,7 @@ def sample_model(model, data: MultiTaskData, settings: Settings, reported, *,
                         max_tree_depth=settings.max_tree_depth,
                         noncentered_hint=noncentered_hint, **kw)
         return from_mcmc(mcmc, task_names=data.task_names, feature_names=data.feature_names,
-                         var_names=reported, attrs=attrs)
+                         var_names=reported, attrs=attrs, data=data, likelihood=lik)
     from ..inference.svi import run_svi
 
     result, samples = run_svi(model, *args, guide=settings.guide, num_steps=settings.svi_steps,
@@ -97,7 +99,7 @@ def sample_model(model, data: MultiTaskData, settings: Settings, reported, *,
                               progress_bar=settings.progress_bar, **kw)
     keep = {k: v for k, v in samples.items() if k in reported}
     dt = to_datatree(keep, task_names=data.task_names, feature_names=data.feature_names,
-                     attrs=attrs)
+                     attrs=attrs, data=data, likelihood=lik)
     return with_elbo_trace(dt, result.losses)
 
 
@@ -119,13 +121,14 @@ def sample_mtl_model(data: MultiTaskData, omega_prior, hyper: dict, settings: Se
     if settings.inference == "gibbs":
         from ..inference.gibbs import run_gibbs
 
-        r = run_gibbs(data, omega_prior, lam=hyper["lam"], likelihood=likelihood(data, settings),
+        lik = likelihood(data, settings)
+        r = run_gibbs(data, omega_prior, lam=hyper["lam"], likelihood=lik,
                       ridge=hyper.get("ridge", 0.0), loss_scale=settings.resolved_loss_scale(),
                       num_warmup=settings.num_warmup, num_samples=settings.num_samples,
                       num_chains=settings.num_chains, seed=settings.seed)
         return to_datatree(r.samples, task_names=data.task_names,
                            feature_names=data.feature_names, sample_stats=r.sample_stats,
-                           attrs={"inference": "gibbs"})
+                           attrs={"inference": "gibbs"}, data=data, likelihood=lik)
     return sample_model(mtl_model, data, settings, REPORTED_SITES,
                         noncentered_hint=settings.noncentered, omega_prior=omega_prior,
                         lam=hyper["lam"], ridge=hyper.get("ridge", 0.0),

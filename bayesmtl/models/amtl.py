@@ -849,7 +849,8 @@ def sample_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl
     -------
     DataTree with posterior ``transfer_graph`` and ``transfer_graph_inclusion``
     (chain, draw, source_task, target_task), ``W`` (feature, task), ``b`` (task);
-    ``sample_stats`` with divergences; attrs ``tau``, ``lam``, ``mu``, ``variant``.
+    ``sample_stats`` with divergences; ``observed_data`` and ``log_likelihood`` (dim obs);
+    attrs ``tau``, ``lam``, ``mu``, ``variant``.
     """
     from ..inference.export import to_datatree
     from ..inference.mcmc import run_nuts
@@ -899,7 +900,8 @@ def sample_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl
     return to_datatree(samples, task_names=data.task_names, feature_names=data.feature_names,
                        sample_stats={"diverging": np.asarray(extra["diverging"])},
                        attrs={"tau": float(tau), "lam": float(lam), "mu": float(mu),
-                              "variant": variant, "model": "amtl"})
+                              "variant": variant, "model": "amtl"}, data=data,
+                       likelihood=likelihood)
 
 
 def edge_summary(dt, ci_prob: float = 0.9):

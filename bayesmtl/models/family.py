@@ -130,7 +130,8 @@ def sample_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     """NUTS on :func:`family_model`; returns an ArviZ DataTree with task-named coordinates.
 
     ``init`` (a :class:`FamilyResult`) starts the chains at the MAP. The posterior holds W,
-    b, the member's parameter, ``omega`` and ``omega_corr``.
+    b, the member's parameter, ``omega`` and ``omega_corr``; ``observed_data`` and
+    ``log_likelihood`` hold y and log p(y_j | draw).
     """
     from ..inference.export import to_datatree
     from ..inference.mcmc import run_nuts
@@ -157,4 +158,5 @@ def sample_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     return to_datatree(samples, task_names=data.task_names, feature_names=data.feature_names,
                        dims={"reconstruction": ["source_task", "target_task"]},
                        sample_stats={"diverging": diverging},
-                       attrs={"member": member.name, "lam": lam})
+                       attrs={"member": member.name, "lam": lam}, data=data,
+                       likelihood=likelihood)

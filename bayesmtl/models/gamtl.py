@@ -720,7 +720,8 @@ def sample_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss
     """NUTS draws from the joint Gibbs-type posterior exp(-F(W, b, C)) (small problems).
 
     Chains start at ``init`` (a MAP fit) when given. Returns a DataTree with ``W`` (feature,
-    task), ``b`` (task) and ``combination`` (source_task, target_task).
+    task), ``b`` (task) and ``combination`` (source_task, target_task), ``observed_data``
+    and ``log_likelihood``.
     """
     from ..inference.export import from_mcmc
     from ..inference.mcmc import run_nuts
@@ -740,4 +741,5 @@ def sample_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss
                     init_params=init_params, **nuts_kwargs)
     return from_mcmc(mcmc, task_names=data.task_names, feature_names=data.feature_names,
                      var_names=["W", "b", "combination"],
-                     attrs={"model": "gamtl", "inference": "nuts"})
+                     attrs={"model": "gamtl", "inference": "nuts"}, data=data,
+                     likelihood=likelihood)
