@@ -20,12 +20,14 @@ import ast
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 LAM_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 DATASETS = ("school", "mnist", "usps", "sklearn-digits")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 FEATURES_HELP = ("School attributes: all 27, or the 25 binary ones (the published protocol of "
                  "the AMTL and GAMTL papers)")
 
@@ -82,6 +84,23 @@ def _parse_grid(items) -> dict:
 def _check_common(args):
     from . import methods
 
+    if args.data is not None:
+        path = Path(args.data)
+        if not path.is_file():
+            raise UsageError(f"--data {path} does not exist")
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise UsageError(f"--data {path}: expected a file ending in "
+                             f"{', '.join(TABLE_SUFFIXES)}")
+        if args.task_col is None or args.target is None:
+            raise UsageError("--data needs --task-col and --target (the names of the task and "
+                             "target columns)")
+        if not 0 < args.test_size < 1:
+            raise UsageError(f"--test-size must lie in (0, 1); got {args.test_size}")
+    else:
+        for flag, value in (("--task-col", args.task_col), ("--target", args.target),
+                            ("--feature-cols", args.feature_cols)):
+            if value is not None:
+                raise UsageError(f"{flag} describes a file of your own: use it with --data")
     if not 1 <= args.split <= 10:
         raise UsageError(f"--split must lie in 1..10; got {args.split}")
     if args.features != "all" and args.dataset != "school":
@@ -114,13 +133,78 @@ def _load(dataset, split, features="all"):
     return load_sklearn_digits("ovr", seed=split)
 
 
+def read_table(path, task_col: str, target: str, feature_cols=None, kind: str = "auto"):
+    """MultiTaskData from a CSV/TSV or Parquet file (one row per sample): tasks from
+    ``task_col``, targets from ``target``, features from ``feature_cols`` (default: every other
+    column, all numeric). Missing columns, non-numeric features and missing values raise
+    DataError naming the column."""
+    import pandas as pd
+
+    from .data import CLASSIFICATION, REGRESSION, MultiTaskData
+    from .errors import DataError
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    cols = [str(c) for c in df.columns]
+    df.columns = cols
+    features = (list(feature_cols) if feature_cols is not None
+                else [c for c in cols if c not in (task_col, target)])
+    for col in (task_col, target, *features):
+        if col not in cols:
+            raise DataError(f"{path.name} has no column {col!r} (columns: {', '.join(cols)})")
+    if not features:
+        raise DataError(f"{path.name}: no feature columns besides {task_col!r} and {target!r}")
+    bad = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise DataError(f"{path.name}: feature column(s) {', '.join(map(repr, bad))} are not "
+                        "numeric (encode them, or leave them out with --feature-cols)")
+    missing = [c for c in (task_col, target, *features) if df[c].isna().any()]
+    if missing:
+        raise DataError(f"{path.name}: missing values in column(s) "
+                        f"{', '.join(map(repr, missing))} (drop or impute those rows first)")
+    y = df[target].to_numpy()
+    if kind == "auto":
+        numeric = pd.api.types.is_numeric_dtype(df[target])
+        kind = CLASSIFICATION if not numeric or df[target].nunique() == 2 else REGRESSION
+    if kind == REGRESSION:
+        if not pd.api.types.is_numeric_dtype(df[target]):
+            raise DataError(f"{path.name}: target {target!r} is not numeric; use --kind "
+                            "classification for labels")
+        y = y.astype(np.float64)
+    return MultiTaskData.from_arrays(df[features].to_numpy(dtype=np.float64), y,
+                                     df[task_col].to_numpy(),
+                                     feature_names=features, kind=kind)
+
+
 def _start(args):
     import matplotlib
 
     matplotlib.use("Agg")
+    if args.data is not None:
+        cols = None if args.feature_cols is None else args.feature_cols.split(",")
+        data = read_table(args.data, args.task_col, args.target, cols, args.kind)
+        train, test = data.train_test_split(args.test_size, seed=args.seed)
+        log(f"data: {args.data} ({data.kind}), {100 * args.test_size:g}% of each task's rows "
+            f"held out for testing: {train!r}")
+        return train, test
     train, test = _load(args.dataset, args.split, args.features)
     log(f"data: {args.dataset} split {args.split}: {train!r}")
     return train, test
+
+
+def _source(args) -> dict:
+    """Where the data came from, for the report's metrics."""
+    if args.data is not None:
+        return {"data": str(args.data), "task_col": args.task_col, "target": args.target,
+                "test_size": args.test_size}
+    return {"dataset": args.dataset, "split": args.split, "features": args.features}
 
 
 # ----------------------------------------------------------------------------- fit
@@ -172,10 +256,6 @@ def _fit(train, method_name, params, lam, inference, common, progress):
 
 
 def cmd_fit(args):
-    from .inference.export import relation_variable, task_relation_summary
-    from .io import atomic_folder
-    from .plots import plot_task_relation
-
     params = _parse_params(args.param)
     if args.balancing is not None:
         params["balancing"] = args.balancing
@@ -184,39 +264,119 @@ def cmd_fit(args):
     progress = sys.stderr.isatty()
     common = dict(seed=args.seed, num_warmup=args.warmup, num_samples=args.samples,
                   num_chains=args.chains, progress_bar=progress and args.inference == "nuts")
-    log("fitting the independent-task baseline (stl, MAP) …")
-    stl, stl_time = _fit(train, "stl", {}, args.lam if args.lam == "auto" else lam, "map",
-                         {"seed": args.seed}, progress)
-    log(f"fitting method={args.method} inference={args.inference} …")
-    est, fit_time = _fit(train, args.method, params, lam, args.inference, common, progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log("fitting the independent-task baseline (stl, MAP) …")
+        stl, stl_time = _fit(train, "stl", {}, lam, "map", {"seed": args.seed}, progress)
+        log(f"fitting method={args.method} inference={args.inference} …")
+        est, fit_time = _fit(train, args.method, params, lam, args.inference, common, progress)
+    raised = _echo_warnings(caught)
     name, value = _metric(est, test)
     _, base = _metric(stl, test)
     hyper = {k: v for k, v in est.get_params().items()
              if k in _method_hyper(est) and isinstance(v, (int, float, str, bool, type(None)))}
-    metrics = {"dataset": args.dataset, "split": args.split, "features": args.features,
-               "method": est.method_name_, "inference": args.inference, "hyper": hyper,
-               "stl_lam": stl.lam, f"test_{name}": value, f"stl_test_{name}": base,
-               "fit_time_s": fit_time, "stl_fit_time_s": stl_time,
+    if getattr(est, "lam_", None) is not None:
+        hyper["lam"] = est.lam_
+    metrics = {**_source(args), "method": est.method_name_, "inference": args.inference,
+               "hyper": hyper, "stl_lam": stl.lam, f"test_{name}": value,
+               f"stl_test_{name}": base, "fit_time_s": fit_time, "stl_fit_time_s": stl_time,
                "converged": None if est.fit_result_ is None else bool(est.fit_result_.converged)}
     log(f"\n{'model':<32}{'test ' + name:>14}{'fit time (s)':>14}")
     log(f"{'STL (identity Ω)':<32}{base:>14.4f}{stl_time:>14.2f}")
     log(f"{est.method_name_ + ' / ' + args.inference:<32}{value:>14.4f}{fit_time:>14.2f}")
+    similarity = _covariance_similarity(train)
+    _write_fit_report(args, est, metrics, hyper, raised, similarity)
+    return 0
+
+
+def _echo_warnings(caught) -> list[str]:
+    """Print each warning raised during the fits (one line each) and return the lines."""
+    lines = []
+    for w in caught:
+        line = f"{w.category.__name__}: {w.message}"
+        if line not in lines:
+            lines.append(line)
+            print(f"bayesmtl: warning: {line}", file=sys.stderr)
+    return lines
+
+
+def _covariance_similarity(train):
+    """Eq. (5) of Wu, Zhang & Ré between every pair of tasks' covariates, with one report line
+    (the least similar pair); None for a single task."""
+    from .transfer.similarity import covariance_similarity
+
+    if train.n_tasks < 2:
+        return None
+    sim = covariance_similarity(train)
+    S = np.asarray(sim.values)
+    off = S[~np.eye(len(S), dtype=bool)]
+    i, j = np.unravel_index(np.argmin(S + 2 * np.eye(len(S))), S.shape)
+    log(f"covariance similarity of the tasks' covariates (eq. 5, 99% of the spectrum): mean "
+        f"{off.mean():.3f} over task pairs, lowest {S[i, j]:.3f} "
+        f"({train.task_names[i]} vs {train.task_names[j]})")
+    return sim
+
+
+def _diagnostics(est) -> dict:
+    """Convergence of a MAP fit, or R-hat/ESS/divergences of a sampled one."""
+    diag = {"fit time (s)": est.fit_time_}
+    if est.fit_result_ is not None:
+        diag["converged"] = bool(est.fit_result_.converged)
+        info = est.fit_result_.info or {}
+        diag.update({k: v for k, v in info.items() if isinstance(v, (int, float, str))})
+    attrs = est.idata_.attrs
+    for key in ("max_rhat", "min_ess"):
+        if key in attrs:
+            diag[key] = float(attrs[key])
+    if "sample_stats" in est.idata_.children and "diverging" in est.idata_.sample_stats:
+        diag["divergences"] = int(np.asarray(est.idata_.sample_stats["diverging"]).sum())
+    return diag
+
+
+def _write_fit_report(args, est, metrics, hyper, raised, similarity):
+    from .inference.export import relation_variable, task_relation_summary
+    from .io import atomic_folder
+    from .plots import cluster_order, plot_task_relation
+    from .plots.info_transfer import plot_covariance_similarity
+    from .report import html_report
+
     out = Path(args.out)
     if out.exists():
         log(f"\nreplacing the existing report at {out}/")
-    written = ["metrics.json", "posterior.nc", "model/"]
+    label = Path(args.data).name if args.data is not None else args.dataset
+    written = ["metrics.json", "posterior.nc", "model/", "report.html"]
+    images, order = [], None
     with atomic_folder(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         est.idata_.to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
-        if relation_variable(est.idata_) is not None:
+        var = relation_variable(est.idata_)
+        if var is not None:
             task_relation_summary(est.idata_).to_csv(tmp / "summary.csv", index=False)
-            fig = plot_task_relation(est.idata_, title=f"{args.dataset}: {est.method_name_} "
+            fig = plot_task_relation(est.idata_, title=f"{label}: {est.method_name_} "
                                                        f"({args.inference}) task relation")
             fig.savefig(tmp / "task_relation.png", dpi=120, bbox_inches="tight")
+            images.append(("task_relation.png", f"Learned task relation ({var})"))
             written[1:1] = ["summary.csv", "task_relation.png"]
+            names = np.asarray(est.task_names_)
+            if var == "omega_corr":
+                corr = est.idata_.posterior["omega_corr"].values.mean(axis=(0, 1))
+                names = names[cluster_order(corr)]
+            order = [str(t) for t in names] if len(names) > 40 else None
+        if similarity is not None:
+            similarity.to_pandas().to_csv(tmp / "covariance_similarity.csv")
+            fig = plot_covariance_similarity(similarity)
+            fig.savefig(tmp / "covariance_similarity.png", dpi=110, bbox_inches="tight")
+            images.append(("covariance_similarity.png",
+                           "Covariance similarity of the tasks' covariates (eq. 5)"))
+            written[1:1] = ["covariance_similarity.csv", "covariance_similarity.png"]
         est.save(tmp / "model")
-    log(f"\nreport written to {out}/ ({', '.join(written)})")
-    return 0
+        (tmp / "report.html").write_text(html_report(
+            title=f"bayesmtl fit: {est.method_name_} ({args.inference}) on {label}",
+            metrics={k: v for k, v in metrics.items() if k != "hyper"}, hyper=hyper,
+            diagnostics=_diagnostics(est), warnings=raised, images=images, task_order=order,
+            command="bayesmtl " + " ".join(args.argv)),
+            encoding="utf-8")
+    log(f"\nreport written to {out}/ ({', '.join(written)}); open {out}/report.html")
 
 
 def _method_hyper(est):
@@ -280,8 +440,7 @@ def cmd_compare(args):
     out = Path(args.out)
     with atomic_folder(out) as tmp:
         (tmp / "compare.json").write_text(json.dumps(
-            {"dataset": args.dataset, "split": args.split, "features": args.features,
-             "folds": args.folds, "scoring": scoring, "grids": grids,
+            {**_source(args), "folds": args.folds, "scoring": scoring, "grids": grids,
              "time_limit_s": args.time_limit, "max_iter": args.max_iter, "rows": rows},
             indent=2, default=float))
         if fits:
@@ -352,6 +511,21 @@ def _parser():
         p.add_argument("--split", type=int, default=1, help="standard split (School: 1..10)")
         p.add_argument("--features", default="all", choices=["all", "binary"],
                        help=FEATURES_HELP)
+        p.add_argument("--data", default=None, metavar="FILE",
+                       help="your own data: a CSV/TSV or Parquet file, one row per sample "
+                            "(replaces --dataset; needs --task-col and --target)")
+        p.add_argument("--task-col", default=None, help="with --data: the task column")
+        p.add_argument("--target", default=None, help="with --data: the target column")
+        p.add_argument("--feature-cols", default=None,
+                       help="with --data: comma-separated feature columns (default: every "
+                            "other column)")
+        p.add_argument("--kind", default="auto", choices=["auto", "regression",
+                                                          "classification"],
+                       help="with --data: auto = classification when the target has exactly "
+                            "two distinct values or is not numeric")
+        p.add_argument("--test-size", type=float, default=0.3,
+                       help="with --data: share of each task's rows held out for the test "
+                            "metric")
         p.add_argument("--seed", type=int, default=0, help="random seed")
         p.add_argument("--out", default=out, help="report folder (replaced as a whole)")
 
@@ -425,6 +599,7 @@ def main(argv=None):
 
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "methods":
         return cmd_methods(args)
     try:

@@ -198,7 +198,14 @@ class _MTLBase(BaseEstimator):
         if self.task_col is None:
             return X, np.full(len(X) if X.ndim else 1, SINGLE_TASK, dtype=object)
         if hasattr(X, "columns"):
-            col = self.task_col if self.task_col in X.columns else X.columns[self.task_col]
+            if self.task_col in X.columns:
+                col = self.task_col
+            elif isinstance(self.task_col, (int, np.integer)) \
+                    and -X.shape[1] <= self.task_col < X.shape[1]:
+                col = X.columns[self.task_col]
+            else:
+                raise DataError(f"task_col={self.task_col!r} is not a column of X (columns: "
+                                f"{', '.join(map(str, X.columns))})")
             return X.drop(columns=[col]), X[col].to_numpy()
         if X.ndim != 2:
             raise DataError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
@@ -377,6 +384,15 @@ class _MTLBase(BaseEstimator):
             raise DataError("sparse X is not supported; pass a dense array")
         shape = X.shape if hasattr(X, "columns") else np.asarray(X).shape
         expected = len(self.features_) + (task is None and self.task_col is not None)
+        fitted = getattr(self, "feature_names_in_", None)
+        if hasattr(X, "columns") and fitted is not None:
+            given = {str(c) for c in X.columns}
+            missing = [str(c) for c in fitted if str(c) not in given]
+            extra = sorted(given - {str(c) for c in fitted})
+            if missing or extra:
+                raise ShapeMismatchError(
+                    f"X's columns differ from those seen in fit: missing {missing or 'none'}, "
+                    f"unexpected {extra or 'none'}")
         if len(shape) == 2 and shape[1] != expected:
             raise ShapeMismatchError(f"X has {shape[1]} features, but {type(self).__name__} "
                                      f"is expecting {expected} features as input")

@@ -69,8 +69,10 @@ def run_nuts(model, *model_args, num_warmup=500, num_samples=500, num_chains=2, 
                       f"{' or '.join(advice)}", DivergenceWarning, stacklevel=2)
     diag = convergence_diagnostics(mcmc.get_samples(group_by_chain=True))
     if diag["max_rhat"] > 1.01 or diag["min_ess"] < 100:
-        warnings.warn(f"the chains have not mixed: max R-hat {diag['max_rhat']:.3f} (want ≤ "
-                      f"1.01), min effective sample size {diag['min_ess']:.0f} (want ≥ 100); "
+        rhat = (f"max R-hat {diag['max_rhat']:.3f} (want ≤ 1.01)"
+                if np.isfinite(diag["max_rhat"]) else "R-hat not computed (one chain)")
+        warnings.warn(f"the chains have not mixed: {rhat}, min effective sample size "
+                      f"{diag['min_ess']:.0f} (want ≥ 100); "
                       "run longer chains or more of them before trusting the posterior",
                       SamplingWarning, stacklevel=2)
     return mcmc

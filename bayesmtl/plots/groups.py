@@ -16,7 +16,7 @@ def plot_combination_matrix(C, groups, task_names, ax=None, max_labels: int = 40
                             title: str | None = None):
     """Heatmap of C (m, m), rows = source tasks, columns = target tasks, both reordered by
     ``groups`` (m,) with group boundaries drawn. Returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
+    from .heatmap import new_axes, task_heatmap
 
     C = np.asarray(C, dtype=float)
     groups = np.asarray(groups)
@@ -25,26 +25,15 @@ def plot_combination_matrix(C, groups, task_names, ax=None, max_labels: int = 40
         raise ValueError(f"C must be (m, m) with m groups and names; got C {C.shape}, "
                          f"{len(groups)} groups, {len(names)} names")
     order = group_order(groups)
-    if ax is None:
-        size = min(12, 3 + 0.08 * len(names))
-        fig, ax = plt.subplots(figsize=(size + 1, size))
-    else:
-        fig = ax.figure
-    limit = max(np.abs(C).max(), 1e-12)
-    im = ax.imshow(C[np.ix_(order, order)], cmap="RdBu_r", vmin=-limit, vmax=limit,
-                   interpolation="nearest")
+    fig, ax = new_axes(len(names), ax)
+    task_heatmap(ax, C, names, order=order, max_labels=max_labels,
+                 xlabel="target task (by group)", ylabel="source task (by group)",
+                 colorbar_label="combination weight")
     for edge in np.flatnonzero(np.diff(groups[order])) + 0.5:
         ax.axhline(edge, color="k", lw=0.6)
         ax.axvline(edge, color="k", lw=0.6)
-    if len(names) <= max_labels:
-        ticks = np.arange(len(names))
-        ax.set_xticks(ticks, names[order], rotation=90, fontsize=7)
-        ax.set_yticks(ticks, names[order], fontsize=7)
-    ax.set_xlabel("target task (by group)")
-    ax.set_ylabel("source task (by group)")
     n_groups = len(np.unique(groups))
     ax.set_title(title or f"task combination C, {len(names)} tasks in {n_groups} groups")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig
 
 

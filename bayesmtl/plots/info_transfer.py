@@ -13,28 +13,16 @@ def plot_covariance_similarity(sim, ax=None, max_labels: int = 40, title: str | 
     """Heatmap of a task × task covariance similarity (the DataArray of
     :func:`bayesmtl.transfer.covariance_similarity`), tasks in clustered order. Returns the
     Figure."""
-    import matplotlib.pyplot as plt
+    from .heatmap import new_axes, task_heatmap
 
     S = np.asarray(sim.values, dtype=np.float64)
     names = np.asarray(sim.coords[sim.dims[0]].values).astype(str)
-    order = cluster_order(S)
-    if ax is None:
-        size = min(12, 3 + 0.08 * len(names))
-        fig, ax = plt.subplots(figsize=(size + 1, size))
-    else:
-        fig = ax.figure
-    im = ax.imshow(S[np.ix_(order, order)], cmap="viridis", vmin=0, vmax=1,
-                   interpolation="nearest")
-    if len(names) <= max_labels:
-        ticks = np.arange(len(names))
-        ax.set_xticks(ticks, names[order], rotation=90, fontsize=7)
-        ax.set_yticks(ticks, names[order], fontsize=7)
-    else:
-        ax.set_xlabel("task (clustered order)")
-        ax.set_ylabel("task (clustered order)")
+    fig, ax = new_axes(len(names), ax)
+    task_heatmap(ax, S, names, order=cluster_order(S), cmap="viridis", vmin=0, vmax=1,
+                 max_labels=max_labels, xlabel="task (clustered order)",
+                 ylabel="task (clustered order)", colorbar_label="covariance similarity")
     keep = sim.attrs.get("keep", 0.99)
     ax.set_title(title or f"covariance similarity (eq. 5, {100 * keep:g}% of the spectrum)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig
 
 

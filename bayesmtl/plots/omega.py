@@ -26,26 +26,14 @@ def plot_task_correlation(dt, var_name: str = "omega_corr", ax=None, max_labels:
     ``dt`` is a DataTree from bayesmtl (``posterior[var_name]`` with dims task × task_).
     Returns the matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
+    from .heatmap import new_axes, task_heatmap
 
     da = dt.posterior[var_name]
     corr = da.values.mean(axis=(0, 1))
     names = np.asarray(da.coords[da.dims[-2]].values).astype(str)
-    order = cluster_order(corr)
-    if ax is None:
-        size = min(12, 3 + 0.08 * len(names))
-        fig, ax = plt.subplots(figsize=(size + 1, size))
-    else:
-        fig = ax.figure
-    im = ax.imshow(corr[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1,
-                   interpolation="nearest")
-    if len(names) <= max_labels:
-        ticks = np.arange(len(names))
-        ax.set_xticks(ticks, names[order], rotation=90, fontsize=7)
-        ax.set_yticks(ticks, names[order], fontsize=7)
-    else:
-        ax.set_xlabel("task (clustered order)")
-        ax.set_ylabel("task (clustered order)")
+    fig, ax = new_axes(len(names), ax)
+    task_heatmap(ax, corr, names, order=cluster_order(corr), vmin=-1, vmax=1,
+                 max_labels=max_labels, xlabel="task (clustered order)",
+                 ylabel="task (clustered order)", colorbar_label="posterior mean correlation")
     ax.set_title(title or f"posterior mean task correlation ({len(names)} tasks)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig

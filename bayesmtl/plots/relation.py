@@ -14,26 +14,15 @@ def plot_directed_relation(dt, var_name: str, ax=None, max_labels: int = 40,
                            title: str | None = None):
     """Heatmap of a posterior-mean directed relation (source_task × target_task), e.g.
     AMTL's transfer graph B or GAMTL's combination C. Returns the Figure."""
-    import matplotlib.pyplot as plt
+    from .heatmap import new_axes, task_heatmap
 
     da = dt.posterior[var_name]
     M = da.values.mean(axis=(0, 1))
     names = np.asarray(da.coords[da.dims[-2]].values).astype(str)
-    if ax is None:
-        size = min(12, 3 + 0.08 * len(names))
-        fig, ax = plt.subplots(figsize=(size + 1, size))
-    else:
-        fig = ax.figure
-    limit = max(float(np.abs(M).max()), 1e-12)
-    im = ax.imshow(M, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    if len(names) <= max_labels:
-        ticks = np.arange(len(names))
-        ax.set_xticks(ticks, names, rotation=90, fontsize=7)
-        ax.set_yticks(ticks, names, fontsize=7)
-    ax.set_xlabel("target task")
-    ax.set_ylabel("source task")
+    fig, ax = new_axes(len(names), ax)
+    task_heatmap(ax, M, names, max_labels=max_labels, xlabel="target task",
+                 ylabel="source task", colorbar_label=f"posterior mean {var_name}")
     ax.set_title(title or f"{var_name} ({len(names)} tasks)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=var_name)
     return fig
 
 
