@@ -216,12 +216,16 @@ SECTIONS = {"fig3": fig3, "align": align_section, "reweight": reweight, "capacit
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        help=f"any of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = tuple(range(args.seeds))
-    for name in args.sections:
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}")
+    for name in args.sections or SECTIONS:
         start = time.perf_counter()
         SECTIONS[name](seeds)
         print(f"\n({name}: {time.perf_counter() - start:.0f} s, {len(seeds)} seeds)")

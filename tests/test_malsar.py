@@ -181,14 +181,24 @@ def test_sparsity_patterns():
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_row_prior_is_normalised_and_samples_its_radius(norm):
-    d = NormLaplace(1.7, 2, norm)
-    total, _ = integrate.dblquad(lambda u, v: float(np.exp(d.log_prob(jnp.array([u, v])))),
-                                 -25, 25, -25, 25, epsabs=1e-10)
-    assert abs(total - 1.0) < 1e-6
+    lam = 1.7
+    d = NormLaplace(lam, 2, norm)
+    # the density depends on x only through its norm: log p(x) = log p(‖x‖ e₁) everywhere
+    x = np.random.default_rng(0).normal(scale=2.0, size=(200, 2))
+    r = np.linalg.norm(x, axis=1) if norm == "l2" else np.abs(x).max(axis=1)
+    on_axis = np.c_[r, np.zeros_like(r)]
+    np.testing.assert_allclose(np.asarray(d.log_prob(jnp.asarray(x))),
+                               np.asarray(d.log_prob(jnp.asarray(on_axis))), rtol=1e-12)
+    # so ∫ p = ∫₀^∞ |∂B(ρ)| p(ρ e₁) dρ, the sphere's length 2πρ (ℓ2) or 8ρ (ℓ∞)
+    length = (lambda rho: 2 * np.pi * rho) if norm == "l2" else (lambda rho: 8 * rho)
+    total, _ = integrate.quad(
+        lambda rho: length(rho) * float(np.exp(d.log_prob(jnp.array([rho, 0.0])))), 0, np.inf,
+        epsabs=1e-12)
+    assert abs(total - 1.0) < 1e-8
     draws = d.sample(jax.random.PRNGKey(0), (20000,))
     radius = np.asarray(jnp.linalg.norm(draws, axis=-1) if norm == "l2"
                         else jnp.max(jnp.abs(draws), axis=-1))
-    assert abs(radius.mean() - 2 / 1.7) < 0.03  # ‖x‖ ~ Gamma(m, λ): mean m/λ
+    assert abs(radius.mean() - 2 / lam) < 0.03  # ‖x‖ ~ Gamma(m, λ): mean m/λ
 
 
 def test_nuts_samples_the_proper_model():
