@@ -191,13 +191,42 @@ def _task_blocks(X, y, task, weights, noise, m, fit_intercept=True, rows=None):
     Xa = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1) if fit_intercept else X
     c = weights / noise**2
     if rows is None:
-        H = jax.ops.segment_sum(c[:, None, None] * Xa[:, :, None] * Xa[:, None, :], task, m)
-        rhs = jax.ops.segment_sum((c * y)[:, None] * Xa, task, m)
-        return H, rhs
+        return _chunked_blocks(Xa, c, y, task, m)
     pad = lambda a: jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])[rows]  # noqa
     Xp, cp, yp = pad(Xa), pad(c), pad(y)
     H = jnp.einsum("mni,mn,mnj->mij", Xp, cp, Xp)
     rhs = jnp.einsum("mni,mn->mi", Xp, cp * yp)
+    return H, rhs
+
+
+#: rows per chunk of :func:`_chunked_blocks` scale so a chunk's outer products hold ≤ 2²² numbers
+_CHUNK_NUMBERS = 2**22
+
+
+def _chunked_blocks(Xa, c, y, task, m):
+    """Per-task Gram blocks (m, D, D) and right-hand sides (m, D) for any row order, in chunks
+    of rows (a scan): memory O(chunk·D² + m·D²), never the (N, D, D) outer products of all
+    rows (81 GB at 10⁶ rows × 100 features)."""
+    N, D = Xa.shape
+    if m == 1:  # one block: a single matrix product
+        return ((Xa * c[:, None]).T @ Xa)[None], ((c * y) @ Xa)[None]
+    chunk = int(max(1, min(N, _CHUNK_NUMBERS // (D * D))))
+    n_chunks = -(-N // chunk)
+    pad = n_chunks * chunk - N
+
+    def split(a):
+        return jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)).reshape(
+            (n_chunks, chunk) + a.shape[1:])
+
+    def step(carry, xs):
+        H, rhs = carry
+        Xc, cc, yc, tc = xs  # padded rows have weight 0
+        H = H + jax.ops.segment_sum(cc[:, None, None] * Xc[:, :, None] * Xc[:, None, :], tc, m)
+        rhs = rhs + jax.ops.segment_sum((cc * yc)[:, None] * Xc, tc, m)
+        return (H, rhs), None
+
+    init = (jnp.zeros((m, D, D), Xa.dtype), jnp.zeros((m, D), Xa.dtype))
+    (H, rhs), _ = jax.lax.scan(step, init, (split(Xa), split(c), split(y), split(task)))
     return H, rhs
 
 
@@ -480,7 +509,7 @@ def _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m, rows):
     its iterate."""
     P = np.asarray(precision)
     if np.array_equal(P, np.diag(np.diag(P))):
-        return gaussian_diagonal_solve(X, y, task, weights, noise, jnp.diag(precision), m)
+        return gaussian_diagonal_solve(X, y, task, weights, noise, jnp.diag(precision), m, rows)
     e, Q = jnp.linalg.eigh((precision + precision.T) / 2)
     W, b, info = profile_admm(X, y, task, weights, noise, 0.0, quadratic_prox,
                               quadratic_penalty, (Q, jnp.clip(e, 0.0)), W0, b0, m, 20000, 1e-14,
@@ -492,10 +521,11 @@ def _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m, rows):
 
 
 @partial(jax.jit, static_argnames=("m",))
-def gaussian_diagonal_solve(X, y, task, weights, noise, precision_diag, m):
-    """The Gaussian W-step for a diagonal task precision: m independent (d+1)² solves."""
+def gaussian_diagonal_solve(X, y, task, weights, noise, precision_diag, m, rows=None):
+    """The Gaussian W-step for a diagonal task precision: m independent (d+1)² solves
+    (``rows`` as in :func:`_task_blocks`)."""
     d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m)
+    H, rhs = _task_blocks(X, y, task, weights, noise, m, rows=rows)
     E = jnp.diag(jnp.concatenate([jnp.ones(d), jnp.zeros(1)]))
     theta = jnp.linalg.solve(H + precision_diag[:, None, None] * E, rhs[..., None])[..., 0]
     return theta[:, :d].T, theta[:, d]
