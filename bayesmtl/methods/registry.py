@@ -421,5 +421,10 @@ def warn_unconverged(name: str, result: Fit) -> None:
     """One ConvergenceWarning for a fit that did not converge (used by path solvers that
     collect warnings)."""
     if not result.converged:
-        warnings.warn(f"{name}: the MAP solver stopped before its tolerance "
-                      f"({result.info})", ConvergenceWarning, stacklevel=2)
+        info = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in (result.info or {}).items()
+                         if isinstance(v, (int, float, str)) and not isinstance(v, bool))
+        warnings.warn(f"{name}: the MAP solver stopped before its tolerance"
+                      + (f" ({info.replace('_', ' ')})" if info else "")
+                      + "; raise max_iter or loosen tol in settings", ConvergenceWarning,
+                      stacklevel=2)
