@@ -2,10 +2,11 @@
 
 Importing bayesmtl enables JAX float64 (MAP reproduces published objectives to high
 precision); set ``BAYESMTL_X64=0`` before import to keep JAX's float32 default. It also
-turns on JAX's persistent compilation cache in ``~/.cache/bayesmtl/jax`` (at most 2 GB;
-``BAYESMTL_JAX_CACHE`` names another folder, ``0`` turns it off; a cache folder set through
-JAX's own configuration wins), so a second process does not compile again what the first
-one did.
+turns on JAX's persistent compilation cache in ``~/.cache/bayesmtl/jax`` (a few kB per
+compiled function, never evicted: JAX's size-capped eviction raced between processes here; so
+delete the folder at will; ``BAYESMTL_JAX_CACHE`` names another folder, ``0`` turns it off; a
+cache folder set through JAX's own configuration wins), so a second process does not compile
+again what the first one did.
 
 The public subpackages are attributes, imported on first access (``bayesmtl.methods``,
 ``bayesmtl.estimators``, …); ``bayesmtl.deep`` (torch, Pyro) is never imported by
@@ -25,7 +26,6 @@ _cache = _os.environ.get("BAYESMTL_JAX_CACHE",
 if _cache not in ("", "0") and not _jax.config.jax_compilation_cache_dir:
     _jax.config.update("jax_compilation_cache_dir", _cache)
     _jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    _jax.config.update("jax_compilation_cache_max_size", 2 * 1024**3)  # LRU-evicted beyond 2 GB
 
 from .data import MultiTaskData  # noqa: E402
 

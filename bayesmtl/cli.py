@@ -443,9 +443,9 @@ def cmd_compare(args):
             {**_source(args), "folds": args.folds, "scoring": scoring, "grids": grids,
              "time_limit_s": args.time_limit, "max_iter": args.max_iter, "rows": rows},
             indent=2, default=float))
-        if fits:
-            _relation_panels(fits, omega_to_corr, plt).savefig(
-                tmp / "task_relations.png", dpi=110, bbox_inches="tight")
+        fig = _relation_panels(fits, omega_to_corr, plt) if fits else None
+        if fig is not None:
+            fig.savefig(tmp / "task_relations.png", dpi=110, bbox_inches="tight")
     log(f"\nreport written to {out}/ (compare.json, task_relations.png)")
     return 0
 
@@ -456,8 +456,13 @@ def _relation_panels(fits, omega_to_corr, plt):
 
     mats = {}
     for name, fit in fits.items():
-        var, M = next(iter(fit.relation.items()))
-        mats[name] = omega_to_corr(M) if var == "omega" else M
+        m = np.shape(fit.b)[-1]
+        task_by_task = [(var, M) for var, M in fit.relation.items() if np.shape(M) == (m, m)]
+        if task_by_task:  # methods without a task relation (l21, lasso, dirty) have no panel
+            var, M = task_by_task[0]
+            mats[name] = omega_to_corr(M) if var == "omega" else M
+    if not mats:
+        return None
     reference = next((n for n in ("mtrl", "clustered") if n in mats), None)
     order = (cluster_order(mats[reference]) if reference is not None
              else np.arange(next(iter(mats.values())).shape[0]))

@@ -148,6 +148,22 @@ def test_cli_fit_on_a_users_file(tmp_path, suffix):
     assert (out / "task_relation.png").stat().st_size > 0
 
 
+def test_cli_compare_on_a_users_file_with_relation_free_methods(tmp_path):
+    """compare on --data; l21 and dirty export no task × task relation (no panel, no crash)."""
+    from bayesmtl.cli import main
+
+    _write_frames(tmp_path)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", str(tmp_path / "own.csv"), "--task-col", "region",
+                 "--target", "score", "--methods", "stl,l21,dirty", "--grid", "lam=0.01,0.1",
+                 "--grid", "dirty.lam2=0.01", "--out", str(out)]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert report["data"].endswith("own.csv")
+    assert [r["method"] for r in report["rows"]] == ["stl", "l21", "dirty"]
+    assert all(r["status"] == "ok" for r in report["rows"])
+    assert (out / "task_relations.png").stat().st_size > 0
+
+
 def test_cli_own_data_errors(tmp_path, capsys):
     from bayesmtl.cli import main
 
