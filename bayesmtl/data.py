@@ -449,7 +449,7 @@ class MultiTaskData:
         """(N,) targets in the user's coding (class labels for the classification kinds)."""
         if self.kind == REGRESSION:
             return self.y
-        return np.asarray(self.label_values, dtype=object)[self.y.astype(int)]
+        return np.asarray(self.label_values)[self.y.astype(int)]
 
     @property
     def n_classes(self) -> int:

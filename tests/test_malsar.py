@@ -211,7 +211,12 @@ def test_nuts_samples_the_proper_model():
     post = est.idata_.posterior
     np.testing.assert_allclose(post["P"].values + post["Q"].values, post["W"].values,
                                atol=1e-12)
-    assert est.score(data.X, data.y, task=task) > 0.5
+    # the posterior mean predicts as well as the MAP of the same proper model (summed
+    # likelihood, σ = 1; the data's noise caps R² near 0.49 here)
+    map_fit = MTLRegressor(method="dirty", lam=1.0, lam2=0.5, loss_scale="sum",
+                           noise=1.0).fit(data.X, data.y, task=task)
+    assert est.score(data.X, data.y, task=task) > 0.95 * map_fit.score(data.X, data.y,
+                                                                       task=task) > 0.3
 
 
 # -------------------------------------------------------------------- the shared paths
@@ -229,7 +234,7 @@ def test_bad_hyperparameters_are_named(name):
 
 
 def test_classifier_and_compare_include_the_family():
-    data = _classification(seed=1)
+    data = _classification(seed=1, sizes=(120, 140, 160))
     train, test = data.train_test_split(0.3, seed=0)
     task = np.asarray(train.task_names)[train.task]
     clf = MTLClassifier(method="l21", lam=0.05).fit(train.X, train.labels(), task=task)
