@@ -134,8 +134,9 @@ class InverseWishart(OmegaPrior):
         return check_covariance(self.scale, m, "InverseWishart scale")
 
     def check(self, m: int) -> None:
-        if self._df(m) <= m - 1:
-            raise PriorError(f"InverseWishart df must exceed m - 1 = {m - 1}; got {self.df}")
+        if not np.isfinite(self._df(m)) or self._df(m) <= m - 1:
+            raise PriorError(f"InverseWishart df must exceed m - 1 = {m - 1} (and be finite); "
+                             f"got {self.df}")
         self._scale(m)
 
     def __call__(self, m: int, d: int):

@@ -172,6 +172,7 @@ def test_posterior_recovers_block_task_correlation():
     (lambda: P.Fixed(np.array([[1.0, 2.0], [2.0, 1.0]])), "not positive semidefinite"),
     (lambda: P.Fixed(np.eye(3)), "3×3 but there are 2 tasks"),
     (lambda: P.InverseWishart(df=0.5), "df must exceed"),
+    (lambda: P.InverseWishart(df=float("nan")), "finite"),
     (lambda: P.LKJ(eta=-1.0), "eta must be positive"),
 ])
 def test_bad_priors(make, match):
