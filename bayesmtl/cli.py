@@ -134,13 +134,11 @@ def _load(dataset, split, features="all"):
 
 
 def read_table(path, task_col: str, target: str, feature_cols=None, kind: str = "auto"):
-    """MultiTaskData from a CSV/TSV or Parquet file (one row per sample): tasks from
-    ``task_col``, targets from ``target``, features from ``feature_cols`` (default: every other
-    column, all numeric). Missing columns, non-numeric features and missing values raise
-    DataError naming the column."""
+    """MultiTaskData from a CSV/TSV or Parquet file (one row per sample), checked by
+    :meth:`MultiTaskData.from_dataframe`; an unreadable file raises DataError."""
     import pandas as pd
 
-    from .data import CLASSIFICATION, REGRESSION, MultiTaskData
+    from .data import MultiTaskData
     from .errors import DataError
 
     path = Path(path)
@@ -152,35 +150,8 @@ def read_table(path, task_col: str, target: str, feature_cols=None, kind: str = 
             df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
     except (ValueError, OSError, pd.errors.ParserError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
-    cols = [str(c) for c in df.columns]
-    df.columns = cols
-    features = (list(feature_cols) if feature_cols is not None
-                else [c for c in cols if c not in (task_col, target)])
-    for col in (task_col, target, *features):
-        if col not in cols:
-            raise DataError(f"{path.name} has no column {col!r} (columns: {', '.join(cols)})")
-    if not features:
-        raise DataError(f"{path.name}: no feature columns besides {task_col!r} and {target!r}")
-    bad = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        raise DataError(f"{path.name}: feature column(s) {', '.join(map(repr, bad))} are not "
-                        "numeric (encode them, or leave them out with --feature-cols)")
-    missing = [c for c in (task_col, target, *features) if df[c].isna().any()]
-    if missing:
-        raise DataError(f"{path.name}: missing values in column(s) "
-                        f"{', '.join(map(repr, missing))} (drop or impute those rows first)")
-    y = df[target].to_numpy()
-    if kind == "auto":
-        numeric = pd.api.types.is_numeric_dtype(df[target])
-        kind = CLASSIFICATION if not numeric or df[target].nunique() == 2 else REGRESSION
-    if kind == REGRESSION:
-        if not pd.api.types.is_numeric_dtype(df[target]):
-            raise DataError(f"{path.name}: target {target!r} is not numeric; use --kind "
-                            "classification for labels")
-        y = y.astype(np.float64)
-    return MultiTaskData.from_arrays(df[features].to_numpy(dtype=np.float64), y,
-                                     df[task_col].to_numpy(),
-                                     feature_names=features, kind=kind)
+    return MultiTaskData.from_dataframe(df, task_col, target, feature_cols, kind,
+                                        source=path.name)
 
 
 def _start(args):

@@ -378,20 +378,46 @@ class MultiTaskData:
         target_col: str,
         feature_cols: Sequence[str] | None = None,
         kind: str = REGRESSION,
+        source: str = "the DataFrame",
     ) -> MultiTaskData:
-        """From a pandas DataFrame with one task column and one target column."""
-        for col in (task_col, target_col):
-            if col not in df.columns:
-                raise KeyError(f"column {col!r} not in the DataFrame")
-        if feature_cols is None:
-            feature_cols = [c for c in df.columns if c not in (task_col, target_col)]
-        return cls.from_arrays(
-            df[list(feature_cols)].to_numpy(dtype=np.float64),
-            df[target_col].to_numpy(dtype=np.float64),
-            df[task_col].to_numpy(),
-            feature_names=feature_cols,
-            kind=kind,
-        )
+        """From a pandas DataFrame with one task column and one target column.
+
+        ``feature_cols`` default to every other column, all numeric. ``kind="auto"``: binary
+        classification when the target has exactly two distinct values or is not numeric.
+        Missing columns, non-numeric features, missing values and a non-numeric regression
+        target raise DataError naming the column (``source`` names the table in messages).
+        """
+        import pandas as pd
+
+        df = df.rename(columns=str)
+        cols = list(df.columns)
+        features = (list(feature_cols) if feature_cols is not None
+                    else [c for c in cols if c not in (task_col, target_col)])
+        for col in (task_col, target_col, *features):
+            if col not in cols:
+                raise DataError(f"{source} has no column {col!r} (columns: {', '.join(cols)})")
+        if not features:
+            raise DataError(f"{source}: no feature columns besides {task_col!r} and "
+                            f"{target_col!r}")
+        bad = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
+        if bad:
+            raise DataError(f"{source}: feature column(s) {', '.join(map(repr, bad))} are not "
+                            "numeric (encode them, or leave them out of the feature columns)")
+        missing = [c for c in (task_col, target_col, *features) if df[c].isna().any()]
+        if missing:
+            raise DataError(f"{source}: missing values in column(s) "
+                            f"{', '.join(map(repr, missing))} (drop or impute those rows first)")
+        numeric = pd.api.types.is_numeric_dtype(df[target_col])
+        if kind == "auto":
+            kind = CLASSIFICATION if not numeric or df[target_col].nunique() == 2 else REGRESSION
+        y = df[target_col].to_numpy()
+        if kind == REGRESSION:
+            if not numeric:
+                raise DataError(f"{source}: target {target_col!r} is not numeric; use kind "
+                                "classification for labels")
+            y = y.astype(np.float64)
+        return cls.from_arrays(df[features].to_numpy(dtype=np.float64), y,
+                               df[task_col].to_numpy(), feature_names=features, kind=kind)
 
     # --- views --------------------------------------------------------------------------
     @property

@@ -227,8 +227,11 @@ class _MTLBase(BaseEstimator):
             expected = list(self.features_)
             if names != expected:
                 if sorted(names) != sorted(expected):
-                    raise DataError(f"X has feature names {names}, but the model was fitted "
-                                    f"on {expected}")
+                    missing = [n for n in expected if n not in names]
+                    extra = [n for n in names if n not in expected]
+                    raise DataError(f"X's columns differ from those seen in fit: missing "
+                                    f"{missing or 'none'}, unexpected {extra or 'none'} "
+                                    f"(fitted on {expected})")
                 X = X[[X.columns[names.index(n)] for n in expected]]  # same columns, reordered
         return _sklearn_checked(lambda: check_array(X, dtype=np.float64,
                                                     ensure_all_finite=False))
@@ -384,15 +387,8 @@ class _MTLBase(BaseEstimator):
             raise DataError("sparse X is not supported; pass a dense array")
         shape = X.shape if hasattr(X, "columns") else np.asarray(X).shape
         expected = len(self.features_) + (task is None and self.task_col is not None)
-        fitted = getattr(self, "feature_names_in_", None)
-        if hasattr(X, "columns") and fitted is not None:
-            given = {str(c) for c in X.columns}
-            missing = [str(c) for c in fitted if str(c) not in given]
-            extra = sorted(given - {str(c) for c in fitted})
-            if missing or extra:
-                raise ShapeMismatchError(
-                    f"X's columns differ from those seen in fit: missing {missing or 'none'}, "
-                    f"unexpected {extra or 'none'}")
+        if hasattr(X, "columns") and getattr(self, "named_features_", False):
+            return  # named columns: _features checks them by name (and so their number)
         if len(shape) == 2 and shape[1] != expected:
             raise ShapeMismatchError(f"X has {shape[1]} features, but {type(self).__name__} "
                                      f"is expecting {expected} features as input")

@@ -21,6 +21,18 @@ def make_regression(seed=0, d=5, sizes=(15, 20, 25, 30), noise=1.0, omega=None):
     return MultiTaskData.from_tasks(tasks, task_names=[f"t{i}" for i in range(m)]), W
 
 
+def solve_cvxpy(objective, constraints=()):
+    """Minimise a cvxpy ``objective`` under ``constraints`` with Clarabel to 1e-10 (the
+    independent reference solver of the MAP tests); returns the optimal value."""
+    import cvxpy as cp
+
+    problem = cp.Problem(cp.Minimize(objective), list(constraints))
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10,
+                  max_iter=500)
+    assert problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE), problem.status
+    return problem.value
+
+
 @pytest.fixture
 def small_regression():
     return make_regression()[0]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 import pytest
-from conftest import make_regression
+from conftest import make_regression, solve_cvxpy
 from sklearn.base import clone
 
 from bayesmtl import methods as M
@@ -105,14 +105,6 @@ def value(expr):
     return float(expr.value if isinstance(expr, cp.Expression) else expr)
 
 
-def solve(objective, constraints=()):
-    problem = cp.Problem(cp.Minimize(objective), list(constraints))
-    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10,
-                  max_iter=500)
-    assert problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE), problem.status
-    return problem.value
-
-
 # -------------------------------------------------------------------- optimum certificates
 # Each returns the reference optimum the MAP must reach (≤ ours up to tolerance).
 
@@ -123,7 +115,7 @@ def whole(constraints_of):
         d, m = data.n_features, data.n_tasks
         W, b = cp.Variable((d, m)), cp.Variable(m)
         rel, cons = constraints_of(data, fit)
-        return solve(F(data, W, b, rel), cons)
+        return solve_cvxpy(F(data, W, b, rel), cons)
     return certify
 
 
@@ -132,9 +124,9 @@ def blocks(relation_block):
     def certify(F, data, fit):
         d, m = data.n_features, data.n_tasks
         W, b = cp.Variable((d, m)), cp.Variable(m)
-        w_block = solve(F(data, W, b, fit.relation))
+        w_block = solve_cvxpy(F(data, W, b, fit.relation))
         rel, cons = relation_block(data, fit)
-        r_block = solve(F(data, fit.W, fit.b, rel), cons)
+        r_block = solve_cvxpy(F(data, fit.W, fit.b, rel), cons)
         return max(w_block, r_block)
     return certify
 
@@ -171,7 +163,7 @@ def iw_certify(hyper):
     def certify(F, data, fit):
         d, m = data.n_features, data.n_tasks
         W, b = cp.Variable((d, m)), cp.Variable(m)
-        w_block = solve(F(data, W, b, fit.relation))
+        w_block = solve_cvxpy(F(data, W, b, fit.relation))
         nu = m + 2 if hyper["df"] is None else hyper["df"]
         omega = (hyper["scale"] * np.eye(m) + hyper["lam"] * fit.W.T @ fit.W) / (nu + m + 1 + d)
         return max(w_block, value(F(data, fit.W, fit.b, {"omega": omega})))
@@ -332,7 +324,7 @@ def _pooled_reference(data):
     w, b0 = cp.Variable(data.n_features), cp.Variable()
     W = cp.vstack([w] * data.n_tasks).T
     b = cp.hstack([b0] * data.n_tasks)
-    return solve(cp.sum(cp.hstack(loss(data, W, b))) + LAM / 2 * cp.sum_squares(w))
+    return solve_cvxpy(cp.sum(cp.hstack(loss(data, W, b))) + LAM / 2 * cp.sum_squares(w))
 
 
 #: a bad value per kind of check (other checks: the first of CANDIDATES that they reject)
@@ -445,8 +437,8 @@ def subspace_blocks(F, data, fit):
     tasks sharing X: tests/test_info_transfer.py.)"""
     d, m = data.n_features, data.n_tasks
     r = fit.relation["B"].shape[1]
-    b_block = solve(F(data, None, cp.Variable(m), {**fit.relation, "B": cp.Variable((d, r))}))
-    a_block = solve(F(data, None, cp.Variable(m), {**fit.relation, "A": cp.Variable((r, m))}))
+    b_block = solve_cvxpy(F(data, None, cp.Variable(m), {**fit.relation, "B": cp.Variable((d, r))}))
+    a_block = solve_cvxpy(F(data, None, cp.Variable(m), {**fit.relation, "A": cp.Variable((r, m))}))
     return max(b_block, a_block)
 
 

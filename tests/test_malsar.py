@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_regression
+from conftest import make_regression, solve_cvxpy
 from scipy import integrate
 
 from bayesmtl import MultiTaskData
@@ -19,14 +19,6 @@ from bayesmtl.estimators import MTLClassifier, MTLRegressor
 from bayesmtl.inference.prox import project_l1_box, prox_dirty, prox_l21
 from bayesmtl.models.sparse_rows import NormLaplace, dirty_penalty, dirty_split
 from bayesmtl.selection import compare
-
-
-def _solve(objective, constraints=()):
-    problem = cp.Problem(cp.Minimize(objective), list(constraints))
-    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10,
-                  max_iter=500)
-    assert problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE), problem.status
-    return problem.value
 
 
 def _penalty(name, lam, lam2, W, P=None):
@@ -49,7 +41,7 @@ def _data_loss(data, W, b, logistic):
 def _reference(data, name, lam, lam2, logistic=False):
     d, m = data.n_features, data.n_tasks
     W, b, P = cp.Variable((d, m)), cp.Variable(m), cp.Variable((d, m))
-    return _solve(_data_loss(data, W, b, logistic) + _penalty(name, lam, lam2, W, P))
+    return solve_cvxpy(_data_loss(data, W, b, logistic) + _penalty(name, lam, lam2, W, P))
 
 
 def _classification(seed=0, d=4, sizes=(40, 50, 60)):
@@ -72,7 +64,7 @@ HYPER = {"l21": {"lam": 0.2}, "lasso": {"lam": 0.1}, "dirty": {"lam": 0.2, "lam2
 
 def _prox_reference(V, step, penalty):
     Z = cp.Variable(V.shape)
-    return _solve(penalty(Z) + cp.sum_squares(Z - V) / (2 * step)), Z.value
+    return solve_cvxpy(penalty(Z) + cp.sum_squares(Z - V) / (2 * step)), Z.value
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -106,7 +98,7 @@ def test_projection_onto_l1_ball_and_box():
     V = rng.normal(size=(5, 7)) * 3
     for radius, bound in [(2.0, 0.5), (2.0, np.inf), (100.0, 0.7), (100.0, np.inf)]:
         Z = cp.Variable(V.shape)
-        _solve(cp.sum_squares(Z - V), [cp.norm(Z, 1, axis=1) <= radius, cp.abs(Z) <= bound])
+        solve_cvxpy(cp.sum_squares(Z - V), [cp.norm(Z, 1, axis=1) <= radius, cp.abs(Z) <= bound])
         np.testing.assert_allclose(np.asarray(project_l1_box(jnp.asarray(V), radius, bound)),
                                    Z.value, atol=1e-6)
 
@@ -118,7 +110,7 @@ def test_dirty_split_is_optimal_and_has_jalalis_regimes():
         P, Q = (np.asarray(a) for a in dirty_split(jnp.asarray(W), lam, lam2))
         np.testing.assert_allclose(P + Q, W, atol=1e-14)
         Pv = cp.Variable(W.shape)
-        ref = _solve(lam * cp.sum(cp.max(cp.abs(Pv), axis=1)) + lam2 * cp.sum(cp.abs(W - Pv)))
+        ref = solve_cvxpy(lam * cp.sum(cp.max(cp.abs(Pv), axis=1)) + lam2 * cp.sum(cp.abs(W - Pv)))
         ours = lam * np.abs(P).max(axis=1).sum() + lam2 * np.abs(Q).sum()
         assert ours <= ref + 1e-8
     m = W.shape[1]
