@@ -200,7 +200,7 @@ def _choose_lam(train, method, params, lam, progress):
         return lam
     if "lam" not in method.hyper_names:
         return None
-    if not method.shallow:
+    if method.predictor is not None:
         log(f"  {method.name} is a network: λ keeps its default (CV over networks: use "
             "bayesmtl.selection.cross_validate)")
         return None

@@ -311,7 +311,7 @@ class _MTLBase(BaseEstimator):
         choice on the grid's edge warns with GridEdgeWarning). Sets ``lam_cv_`` (CVResult)."""
         from .selection import cross_validate
 
-        if method.fit_map is None or not method.shallow:
+        if method.fit_map is None or method.predictor is not None:
             why = "has no MAP" if method.fit_map is None else "is a network"
             raise HyperparameterError(f"lam='auto' chooses λ by cross-validating MAP fits, and "
                                       f"{method.name} {why}; give lam a number", "lam", "auto")

@@ -13,7 +13,7 @@ For every registered method (a method without a row here fails: add its row):
 5. the estimator fits, predicts, scores, clones, and saves → loads to identical predictions.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cvxpy as cp
 import numpy as np
@@ -291,6 +291,10 @@ CASES = {
     "dmtl_trace": Case(DEEP, covered_by="tests/test_deep.py (nlj = objective, trace heads)"),
     "gamtl": Case({"lam": LAM, "gamma": 0.1}, objective_gamtl(LAM, 0.1),
                   blocks(combination_block), _blend("combination", _zeros), tol=1e-5),
+    # test-time L2MT: problem (1) at the Ω = (1 - ε)Ω̃ + εI/m its trained model gives
+    # (model: a tiny model trained in the l2mt_model fixture; Theorem 3 in test_l2mt_theorem3)
+    "l2mt": Case({"lam": LAM, "eps": 1e-3}, objective_l2mt(LAM, lambda r, d: 0),
+                 whole(lambda data, fit: ({"omega": fit.relation["omega"]}, []))),
     "l21": Case({"lam": 0.3}, objective_malsar(0.3, "l21"), whole(lambda data, fit: ({}, []))),
     "lasso": Case({"lam": 0.3}, objective_malsar(0.3, "lasso"),
                   whole(lambda data, fit: ({}, []))),
@@ -341,10 +345,28 @@ def data():
     return make_regression(seed=2, d=3, sizes=(20, 25, 30))[0]
 
 
+@pytest.fixture(scope="module")
+def l2mt_model(data, tmp_path_factory):
+    """A tiny L2MT model on 3-feature regression problems (Ω̃ then depends on the data)."""
+    from bayesmtl.l2mt import model as L
+
+    rng = np.random.default_rng(0)
+    problems = []
+    for seed in range(3):
+        part = make_regression(seed=10 + seed, d=3, sizes=(15, 15, 15))[0]
+        A = rng.normal(size=(4, 3, 3))
+        problems.append((part, A @ A.transpose(0, 2, 1) + 0.1 * np.eye(3), rng.uniform(
+            0.8, 1.2, 4)))
+    r = L.fit_l2mt(L.meta_data(problems, k=3), hidden=3, k=3, epochs=3, batch_size=2)
+    return r.save(tmp_path_factory.mktemp("l2mt") / "model.pt")
+
+
 @pytest.mark.parametrize("name", M.names())
-def test_method_conformance(name, data, tmp_path):
+def test_method_conformance(name, data, tmp_path, request):
     assert name in CASES, f"add a conformance row for the registered method {name!r}"
     case = CASES[name]
+    if name == "l2mt":
+        case = replace(case, hyper={**case.hyper, "model": request.getfixturevalue("l2mt_model")})
     method = M.get(name)
     task = np.asarray(data.task_names)[data.task]
 

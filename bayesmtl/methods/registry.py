@@ -220,7 +220,9 @@ class Method:
     grid : default cross-validation grid; the first entry is the warm-started path.
     sampling_prior : the proper prior used for posterior sampling, or why there is none.
     aliases : other names that resolve to it.
-    shallow : a linear model (``compare`` fits every shallow method by default).
+    shallow : a linear model that needs nothing but data (``compare`` fits every shallow
+        method by default); False for networks and for methods that need a trained artefact
+        (``l2mt``).
     predictor, restore, export : non-linear methods (networks) only. ``predictor(fit)`` is
         the fitted model, an object with ``predict(X, task_index, return_std=False)``,
         ``predict_proba(X, task_index)`` and ``state() -> (meta, arrays)``;
