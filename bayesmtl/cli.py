@@ -469,6 +469,68 @@ def cmd_methods(args):
     return 0
 
 
+# ----------------------------------------------------------------------------- l2mt
+
+
+def cmd_l2mt(args):
+    """``l2mt experience``: build (or complete) an experience folder; ``l2mt train``: fit the
+    estimation/link model on one and save it (then ``fit --method l2mt --param model=FILE``)."""
+    from .l2mt import experience as X
+
+    if args.l2mt_command == "experience":
+        scheduler = "serial" if args.workers == 1 and args.scheduler is None else args.scheduler
+        paths = X.build_experience(args.out, args.problems, seed=args.seed, stream=args.stream,
+                                   pools=tuple(args.pools.split(",")), scheduler=scheduler,
+                                   n_workers=args.workers, progress=sys.stderr.isatty())
+        log(f"{len(paths)} problems in {args.out} (stream {args.stream})")
+        return 0
+    from .l2mt.model import fit_l2mt, meta_data
+    from .l2mt.problems import build_problem
+
+    found = X.load_experience(args.experience)
+    meta = meta_data([(build_problem(p.spec).train, p.omegas, p.o) for p in found], k=args.k)
+    log(f"training L2MT ({args.inference}) on {len(found)} problems, {meta.n_tuples} tuples …")
+    r = fit_l2mt(meta, hidden=args.hidden, layers=args.layers, k=args.k, lam=args.lam,
+                 epochs=args.epochs, inference=args.inference, device=args.device,
+                 seed=args.seed, progress_bar=sys.stderr.isatty())
+    r.save(args.out)
+    log(f"final loss {r.history['loss'][-1]:.4g}; saved {args.out}\n"
+        f"use it: bayesmtl fit --method l2mt --param model={args.out} (same features)")
+    return 0
+
+
+def _l2mt_parser(sub, fmt):
+    l2 = sub.add_parser("l2mt", help="L2MT: build multitask experience, train the estimation "
+                        "function", formatter_class=fmt)
+    l2sub = l2.add_subparsers(dest="l2mt_command", required=True)
+    exp = l2sub.add_parser("experience", help="fit the 10 baselines on random class-pair "
+                           "problems (one file per problem; resumable)", formatter_class=fmt)
+    exp.add_argument("--out", default="reports/l2mt/experience", help="experience folder")
+    exp.add_argument("--problems", type=int, default=100, help="number of problems q")
+    exp.add_argument("--stream", default="train", choices=["train", "test"],
+                     help="train and test problems come from disjoint seeds")
+    exp.add_argument("--pools", default="mnist",
+                     help="comma-separated pools: mnist, usps, digits (one feature space "
+                          "per trained model)")
+    exp.add_argument("--workers", type=int, default=2, help="local Dask worker processes")
+    exp.add_argument("--scheduler", default=None,
+                     help="a Dask scheduler address (tcp://host:8786) instead of a local "
+                          "cluster")
+    exp.add_argument("--seed", type=int, default=0)
+    tr = l2sub.add_parser("train", help="fit the estimation/link model (MAP or SVI) and save "
+                          "it", formatter_class=fmt)
+    tr.add_argument("--experience", default="reports/l2mt/experience")
+    tr.add_argument("--out", default="reports/l2mt/model.pt", help="model file")
+    tr.add_argument("--inference", default="map", choices=["map", "svi"])
+    tr.add_argument("--epochs", type=int, default=200)
+    tr.add_argument("--lam", type=float, default=0.1, help="λ of objective (6)")
+    tr.add_argument("--hidden", type=int, default=50, help="d̂")
+    tr.add_argument("--layers", type=int, default=2, help="s")
+    tr.add_argument("--k", type=int, default=6, help="neighbours of the label graph")
+    tr.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu, cuda:1 …")
+    tr.add_argument("--seed", type=int, default=0)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -539,6 +601,7 @@ def _parser():
     cmp.add_argument("--max-iter", type=int, default=None,
                      help="cap on the outer iterations of the alternating solvers (a reduced "
                           "protocol; the last relative change of the objective is reported)")
+    _l2mt_parser(sub, fmt)
     return parser
 
 
@@ -578,6 +641,12 @@ def main(argv=None):
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "methods":
         return cmd_methods(args)
+    if args.command == "l2mt":
+        try:
+            return cmd_l2mt(args)
+        except BayesMTLError as err:
+            print(f"bayesmtl: error: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
     try:
         _validate(args)
     except UsageError as err:

@@ -15,7 +15,8 @@
     │   ├── TransferGraphError               a transfer graph violating B ≥ 0, diag 0
     │   └── MethodError                      an unknown method, or an unsupported inference
     ├── ResultError (RuntimeError)           a fit that produced no usable result
-    │   └── NonFiniteResultError             NaN/inf in the fitted parameters
+    │   ├── NonFiniteResultError             NaN/inf in the fitted parameters
+    │   └── WorkItemError                    an item of a parallel map raised
     └── ModelFileError (OSError)             a saved model folder that cannot be loaded
 
     BayesMTLWarning (UserWarning)
@@ -33,6 +34,7 @@ __all__ = [
     "BayesMTLError", "DataError", "NonFiniteError", "ShapeMismatchError", "EmptyTaskError",
     "UnknownTaskError", "LabelError", "TooFewSamplesError", "HyperparameterError",
     "PriorError", "TransferGraphError", "MethodError", "ResultError", "NonFiniteResultError",
+    "WorkItemError",
     "ModelFileError", "BayesMTLWarning", "ConvergenceWarning", "DivergenceWarning",
     "SamplingWarning", "SingleClassWarning", "GridEdgeWarning", "DegenerateRelationWarning",
 ]
@@ -110,6 +112,16 @@ class ResultError(BayesMTLError, RuntimeError):
 
 class NonFiniteResultError(ResultError, FloatingPointError):
     """The fitted parameters hold NaN or infinity."""
+
+
+class WorkItemError(ResultError):
+    """An item of :func:`bayesmtl.parallel.map_completed` raised: ``index`` and ``item`` name
+    it; the worker's exception is chained (``__cause__``)."""
+
+    def __init__(self, message: str, index: int, item):
+        super().__init__(message)
+        self.index = index
+        self.item = item
 
 
 class ModelFileError(BayesMTLError, OSError):

@@ -3,8 +3,8 @@
 Importing this package registers the built-in methods: the matrix-normal Ω priors
 (:mod:`.matrix_normal`), the Schatten members (:mod:`.schatten`), the rest of L2MT's family
 and the pooled baseline (:mod:`.family`), the sparse MALSAR family (:mod:`.malsar`), AMTL
-and its ablations (:mod:`.amtl`) GAMTL (:mod:`.gamtl`), deep networks (:mod:`.deep`), the shared subspace
-(:mod:`.info_transfer`) and test-time L2MT (:mod:`.l2mt`).
+and its ablations (:mod:`.amtl`), GAMTL (:mod:`.gamtl`), deep networks (:mod:`.deep`), the
+shared subspace (:mod:`.info_transfer`) and test-time L2MT (:mod:`.l2mt`).
 """
 
 # registration order is the listing order of names()

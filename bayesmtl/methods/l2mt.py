@@ -63,8 +63,8 @@ def load_model(model):
 
 
 def omega_used(omega_tilde: np.ndarray, eps: float) -> np.ndarray:
-    """(1 - ε) Ω̃ + ε I/m: trace one and positive definite for ε > 0."""
-    m = omega_tilde.shape[0]
+    """(1 - ε) Ω̃ + ε I/m for Ω̃ (..., m, m): trace one and positive definite for ε > 0."""
+    m = omega_tilde.shape[-1]
     return (1.0 - eps) * omega_tilde + eps * np.eye(m) / m
 
 
