@@ -403,7 +403,8 @@ def cmd_compare(args):
             f"{chosen:<34}{status}")
 
     rows, fits = compare(train, test, names, grids=grids, scoring=scoring, n_folds=args.folds,
-                         seed=args.seed, n_jobs=args.jobs, time_limit=args.time_limit,
+                         seed=args.seed, n_jobs=args.jobs, scheduler=args.scheduler,
+                         time_limit=args.time_limit,
                          settings=settings, progress=sys.stderr.isatty(), log=row)
     skipped = [r["method"] for r in rows if r["status"] != "ok"]
     if skipped:
@@ -594,7 +595,11 @@ def _parser():
     cmp.add_argument("--scoring", default=None,
                      help="rmse|mse|mae (regression), error|log_loss|auc (classification)")
     cmp.add_argument("--folds", type=int, default=3, help="CV folds (≥ 2)")
-    cmp.add_argument("--jobs", type=int, default=1, help="CV folds run in parallel threads")
+    cmp.add_argument("--jobs", type=int, default=1,
+                     help="CV folds run in parallel: threads, or --scheduler's workers")
+    cmp.add_argument("--scheduler", default=None,
+                     help="run CV folds on Dask: 'local' (a cluster of --jobs processes) or a "
+                          "scheduler address tcp://host:8786 (built-in methods only)")
     cmp.add_argument("--time-limit", type=float, default=None,
                      help="seconds per method (CV + refit); methods over it are listed as "
                           "skipped")

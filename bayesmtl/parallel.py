@@ -5,6 +5,9 @@ by address). Every parallel loop of the library goes through :func:`map_complete
 
 ========================  ===================================================================
 ``scheduler="serial"``    an in-process loop, no Dask (debugging, tests, one core)
+``"threads"``             an in-process ``LocalCluster`` of ``n_workers`` threads (shares this
+                          process's compiled JAX code and registered methods; JAX releases
+                          the GIL while it computes)
 ``None`` / ``"local"``    a ``LocalCluster`` of ``n_workers`` single-threaded worker processes,
                           started and closed inside the call (no dashboard)
 ``"tcp://host:8786"``     a running Dask scheduler (``dask scheduler`` + ``dask worker``);
@@ -34,7 +37,7 @@ from .errors import WorkItemError
 
 __all__ = ["map_completed", "WorkItemError", "SCHEDULERS"]
 
-SCHEDULERS = ("serial", "local")
+SCHEDULERS = ("serial", "threads", "local")
 #: logging level of the local cluster's scheduler and workers (INFO is a line per event)
 LOG_LEVEL = logging.ERROR
 
@@ -65,9 +68,9 @@ def map_completed(fn: Callable, items: Iterable, *, scheduler=None, n_workers: i
     if isinstance(scheduler, str) and scheduler not in SCHEDULERS and "://" not in scheduler:
         from .errors import HyperparameterError
 
-        raise HyperparameterError(f"scheduler must be 'serial', 'local', None, an address "
-                                  f"such as 'tcp://host:8786' or a distributed.Client; got "
-                                  f"{scheduler!r}", "scheduler", scheduler)
+        raise HyperparameterError(f"scheduler must be 'serial', 'threads', 'local', None, an "
+                                  f"address such as 'tcp://host:8786' or a distributed.Client;"
+                                  f" got {scheduler!r}", "scheduler", scheduler)
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
         from .errors import HyperparameterError
 
@@ -98,6 +101,13 @@ def _client(scheduler, n_workers: int):
 
     if isinstance(scheduler, distributed.Client):
         yield scheduler
+        return
+    if scheduler == "threads":
+        with _quiet_config(), distributed.LocalCluster(
+                n_workers=1, threads_per_worker=n_workers, processes=False,
+                dashboard_address=None, silence_logs=LOG_LEVEL) as cluster, \
+                distributed.Client(cluster) as client:
+            yield client
         return
     if scheduler is None or scheduler == "local":
         # no dashboard; the scheduler's HTTP endpoints on a free local port (not 8787)

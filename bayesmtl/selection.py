@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from .errors import (
     DataError,
     GridEdgeWarning,
     HyperparameterError,
+    WorkItemError,
 )
 from .inference.profile import _task_blocks
 from .methods.registry import Fit, Settings
@@ -224,7 +225,7 @@ def _grid(method, grid):
 
 
 def cross_validate(data: MultiTaskData, method, grid=None, *, scoring=None, hyper=None,
-                   n_folds: int = 3, seed: int = 0, n_jobs: int = 1,
+                   n_folds: int = 3, seed: int = 0, n_jobs: int = 1, scheduler=None,
                    settings: Settings | None = None, progress: bool = False) -> CVResult:
     """K-fold CV of ``method`` over ``grid`` on the training data only.
 
@@ -236,6 +237,12 @@ def cross_validate(data: MultiTaskData, method, grid=None, *, scoring=None, hype
     hyper : fixed values of hyperparameters outside the grid.
     settings : MAP settings of the fits (e.g. ``Settings(max_iter=…, tol=…)`` to cap the
         alternating solvers inside CV; a ``deadline`` stops the CV with TimeLimitReached).
+    n_jobs, scheduler : folds run on :func:`bayesmtl.parallel.map_completed`: in this
+        process one after another (``n_jobs=1``, no scheduler), on ``n_jobs`` threads
+        (``n_jobs > 1``, the default scheduler "threads"), on a local cluster of ``n_jobs``
+        processes (``"local"``) or on a Dask scheduler's workers (an address); the scores are
+        identical. Processes and remote workers see only the built-in methods, and a
+        ``deadline`` (``time.monotonic``) means nothing on another machine's workers.
 
     Ties go to the stronger regularisation (the first value of the path). Warns with
     :class:`GridEdgeWarning` when a choice sits on the edge of its grid and with
@@ -253,28 +260,26 @@ def cross_validate(data: MultiTaskData, method, grid=None, *, scoring=None, hype
     bar = _progress(progress, n_folds * len(combos) * len(grid[path]),
                     f"CV {method.name}")
 
-    def run_fold(k):
-        train = data.subset(np.flatnonzero(fold != k))
-        valid = data.subset(np.flatnonzero(fold == k))
-        out = np.empty((len(combos), len(grid[path])))
-        unconverged = 0
-        for a, combo in enumerate(combos):
-            fixed = {**(hyper or {}), **dict(zip(others, combo, strict=True))}
-            fits = regularisation_path(train, method, grid[path], fixed, path=path,
-                                       settings=settings)
-            unconverged += sum(not f.converged for f in fits)
-            out[a] = [scorer(valid.y, predict_fit(f, valid.X, valid.task), valid.task,
-                             valid.n_tasks) for f in fits]
-            bar.update(len(fits))
-        return out, unconverged
-
+    jobs = [_CVFold(data, _by_name(method), fold, k, path, grid[path], others, combos,
+                    dict(hyper or {}), settings, scoring) for k in range(n_folds)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # counted below instead
-        if n_jobs > 1:
-            with ThreadPoolExecutor(n_jobs) as pool:
-                results = list(pool.map(run_fold, range(n_folds)))
+        if n_jobs == 1 and scheduler is None:
+            results = []
+            for job in jobs:
+                results.append(job())
+                bar.update(len(combos) * len(grid[path]))
         else:
-            results = [run_fold(k) for k in range(n_folds)]
+            from .parallel import map_completed
+
+            results = [None] * n_folds
+            try:
+                for k, result in map_completed(_run, jobs, n_workers=n_jobs, progress=progress,
+                                               scheduler="threads" if scheduler is None
+                                               else scheduler, desc=f"CV {method.name} folds"):
+                    results[k] = result
+            except WorkItemError as err:  # the fold's own error (e.g. TimeLimitReached)
+                raise (err.__cause__ or err) from None
     bar.close()
     scores = np.mean([r[0] for r in results], axis=0)  # (combos, path)
     n_unconverged = sum(r[1] for r in results)
@@ -298,6 +303,50 @@ def cross_validate(data: MultiTaskData, method, grid=None, *, scoring=None, hype
                     n_unconverged, time.perf_counter() - start)
 
 
+class _CVFold(NamedTuple):
+    """One fold of :func:`cross_validate` (picklable: it runs on the parallel engine)."""
+
+    data: MultiTaskData
+    method: object  # a registered name (workers look it up) or an unregistered Method
+    fold: np.ndarray
+    k: int
+    path: str
+    path_values: tuple
+    others: list
+    combos: list
+    hyper: dict
+    settings: Settings
+    scoring: str
+
+    def __call__(self):
+        """(scores (combos, path), number of unconverged fits) of fold k."""
+        scorer = SCORERS[self.scoring][0]
+        train = self.data.subset(np.flatnonzero(self.fold != self.k))
+        valid = self.data.subset(np.flatnonzero(self.fold == self.k))
+        out = np.empty((len(self.combos), len(self.path_values)))
+        unconverged = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # counted instead
+            for a, combo in enumerate(self.combos):
+                fixed = {**self.hyper, **dict(zip(self.others, combo, strict=True))}
+                fits = regularisation_path(train, self.method, self.path_values, fixed,
+                                           path=self.path, settings=self.settings)
+                unconverged += sum(not f.converged for f in fits)
+                out[a] = [scorer(valid.y, predict_fit(f, valid.X, valid.task), valid.task,
+                                 valid.n_tasks) for f in fits]
+        return out, unconverged
+
+
+def _run(job):
+    return job()
+
+
+def _by_name(method):
+    """A registered method's name (workers look it up), else the Method itself."""
+    return method.name if method.name in registry.names() and registry.get(
+        method.name) is method else method
+
+
 def _progress(enabled, total, desc):
     if enabled:
         from tqdm.auto import tqdm
@@ -318,7 +367,7 @@ def _progress(enabled, total, desc):
 
 
 def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=None,
-            scoring=None, n_folds: int = 3, seed: int = 0, n_jobs: int = 1,
+            scoring=None, n_folds: int = 3, seed: int = 0, n_jobs: int = 1, scheduler=None,
             time_limit: float | None = None, settings: Settings | None = None,
             refit_settings: Settings | None = None, progress: bool = False, log=None):
     """For each method (default: every registered shallow method for the data's kind):
@@ -362,6 +411,7 @@ def compare(train: MultiTaskData, test: MultiTaskData, methods=None, *, grids=No
                 warnings.simplefilter("ignore", GridEdgeWarning)
                 cv = cross_validate(train, method, (grids or {}).get(method.name),
                                     scoring=scoring, n_folds=n_folds, seed=seed, n_jobs=n_jobs,
+                                    scheduler=scheduler,
                                     settings=run, progress=progress)
             row.update(cv_time_s=cv.seconds, hyper=cv.best, on_edge=list(cv.on_edge),
                        cv_unconverged=cv.n_unconverged)

@@ -8,7 +8,8 @@ from bayesmtl import methods
 README = Path(__file__).parent.parent / "README.md"
 
 
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # files the README writes (l2mt.pt, …) land here
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 3
     before = set(methods.names())

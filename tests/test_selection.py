@@ -77,6 +77,19 @@ def test_cross_validation_picks_the_grid_minimum(reg):
     assert cv.scores[0].min() > cv.scores.min()
 
 
+def test_cross_validation_on_the_engine_equals_serial(reg):
+    """Folds on threads, on a 2-process local Dask cluster and serially: identical scores."""
+    grid = {"lam": [0.1, 1.0], "lam2": [0.1, 1.0]}
+    serial = cross_validate(reg, "spats", grid, n_folds=3)
+    threads = cross_validate(reg, "spats", grid, n_folds=3, n_jobs=2)
+    local = cross_validate(reg, "spats", grid, n_folds=3, n_jobs=2, scheduler="local")
+    np.testing.assert_array_equal(threads.scores, serial.scores)
+    np.testing.assert_array_equal(local.scores, serial.scores)
+    assert local.best == serial.best
+    with pytest.raises(HyperparameterError, match="scheduler must be"):
+        cross_validate(reg, "stl", n_jobs=2, scheduler="nowhere")
+
+
 def test_cross_validation_scores_edges_and_convergence():
     rng = np.random.default_rng(8)
     w = rng.normal(size=3)
