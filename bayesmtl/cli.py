@@ -492,7 +492,8 @@ def cmd_l2mt(args):
     meta = meta_data([(build_problem(p.spec).train, p.omegas, p.o) for p in found], k=args.k)
     log(f"training L2MT ({args.inference}) on {len(found)} problems, {meta.n_tuples} tuples …")
     r = fit_l2mt(meta, hidden=args.hidden, layers=args.layers, k=args.k, lam=args.lam,
-                 epochs=args.epochs, inference=args.inference, device=args.device,
+                 epochs=args.epochs, inference=args.inference, link=args.link,
+                 device=args.device,
                  seed=args.seed, progress_bar=sys.stderr.isatty())
     r.save(args.out)
     log(f"final loss {r.history['loss'][-1]:.4g}; saved {args.out}\n"
@@ -528,6 +529,9 @@ def _l2mt_parser(sub, fmt):
     tr.add_argument("--hidden", type=int, default=50, help="d̂")
     tr.add_argument("--layers", type=int, default=2, help="s")
     tr.add_argument("--k", type=int, default=6, help="neighbours of the label graph")
+    tr.add_argument("--link", default="learned", choices=["learned", "fixed"],
+                    help="learned: υ(o) = tanh(γ₁o + γ₂) (the paper; can saturate), fixed: "
+                         "γ = (1, 0)")
     tr.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu, cuda:1 …")
     tr.add_argument("--seed", type=int, default=0)
 

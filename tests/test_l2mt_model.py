@@ -178,6 +178,19 @@ def test_map_fit_lowers_objective_6_and_roundtrips(tmp_path):
         L2MTResult.load(tmp_path / "bad.pt")
 
 
+def test_fixed_link_keeps_gamma_and_roundtrips(tmp_path):
+    """link="fixed": γ = (1, 0) is a buffer, not a latent site; it survives save/load."""
+    problems, meta = _meta(P=3)
+    r = fit_l2mt(meta, hidden=3, k=3, epochs=5, batch_size=2, link="fixed")
+    assert r.values()["gamma"].tolist() == [1.0, 0.0]
+    assert "gamma" not in r.guide.median()
+    back = L2MTResult.load(r.save(tmp_path / "m.pt"), device="cpu")
+    assert back.config.link == "fixed"
+    np.testing.assert_allclose(back.omega(problems[0][0]), r.omega(problems[0][0]), atol=1e-12)
+    with pytest.raises(HyperparameterError, match="link"):
+        fit_l2mt(meta, link="other", epochs=1)
+
+
 def test_svi_gives_posterior_over_omega():
     problems, meta = _meta(P=4)
     r = fit_l2mt(meta, hidden=4, k=3, lam=0.1, scale=0.1, epochs=30, batch_size=2,

@@ -26,6 +26,13 @@ fits AutoNormal (or a low-rank multivariate normal) with the single-particle Tra
 needs a proper prior (finite s). Initialisation is the paper's: L entries ~ N(0, 1/100),
 β = 0, α = (1, 1, 1, 0.1), γ = (1, 0).
 
+**A degenerate minimiser of (6).** With the link learned, objective (6) is driven towards 0
+by γ alone: large γ₁ and γ₂ saturate υ(o_i) ≈ 1 for every tuple, and a constant f ≈ 1 then
+fits them all whatever Ω is. On 95 MNIST problems (4,204 tuples) MAP went there (γ ≈ (2.0,
+1.35), spread of υ(o) 0.002, correlation of f with υ(o) 0.12; benchmarks/results_l2mt.md).
+``link="fixed"`` keeps γ = (1, 0), υ(o) = tanh o (the paper's initial link), a documented
+deviation that removes this direction.
+
 Tensors live on ``device="auto"`` (CUDA when torch sees one); priors are buffers; saved as a
 state dict plus JSON, loaded with ``torch.load(weights_only=True)``.
 """
@@ -70,7 +77,9 @@ class L2MTConfig:
     hidden : d̂; layers : s; k : neighbours of the label graph; lam : λ of (6); scale : b,
     the Laplace scale; prior_scale : s of the N(0, s²) priors on β, α, γ (inf: flat);
     epochs, batch_size (problems per step), lr (decays linearly to lr/epochs); inference
-    "map" or "svi"; guide "normal" or "lowrank"; svi_init_scale : initial guide std.
+    "map" or "svi"; guide "normal" or "lowrank"; svi_init_scale : initial guide std;
+    link : "learned" (the paper: γ is a parameter) or "fixed" (γ = (1, 0), υ(o) = tanh o;
+    see the module docstring for why).
     """
 
     n_features: int
@@ -86,6 +95,7 @@ class L2MTConfig:
     inference: str = "map"
     guide: str = "normal"
     svi_init_scale: float = 0.01
+    link: str = "learned"
     seed: int = 0
 
     def check(self) -> L2MTConfig:
@@ -107,6 +117,7 @@ class L2MTConfig:
              "must be a finite number > 0")
         need("inference", self.inference in ("map", "svi"), "must be 'map' or 'svi'")
         need("guide", self.guide in ("normal", "lowrank"), "must be 'normal' or 'lowrank'")
+        need("link", self.link in ("learned", "fixed"), "must be 'learned' or 'fixed'")
         if self.inference == "svi":
             need("prior_scale", math.isfinite(self.prior_scale),
                  "must be finite for SVI (flat priors on β, α, γ make the posterior improper)")
@@ -226,7 +237,11 @@ class L2MTNet(PyroModule):
         self.beta1 = PyroSample(_normal_or_flat((h,)))
         self.beta2 = PyroSample(_normal_or_flat((h,)))
         self.alpha = PyroSample(_normal_or_flat((4,)))
-        self.gamma = PyroSample(_normal_or_flat((2,)))
+        if cfg.link == "learned":
+            self.gamma = PyroSample(_normal_or_flat((2,)))
+        else:
+            self.register_buffer("gamma", torch.tensor(PAPER_INIT["gamma"],
+                                                       dtype=torch.float64))
 
     def params(self) -> dict:
         """The current value of every site (inside a handler: the conditioned values)."""
@@ -255,7 +270,8 @@ def _weight_prior(shape):
 
 
 def paper_init(cfg: L2MTConfig, seed: int, dtype=torch.float64, device="cpu") -> dict:
-    """The paper's initial values: L ~ N(0, 1/100), β = 0, α = (1, 1, 1, .1), γ = (1, 0)."""
+    """The paper's initial values of the latent sites: L ~ N(0, 1/100), β = 0,
+    α = (1, 1, 1, .1), γ = (1, 0) (γ only when the link is learned)."""
     g = torch.Generator().manual_seed(int(seed))
     d, h = cfg.n_features, cfg.hidden
     init = {name: (PAPER_INIT["L_std"] * torch.randn(d, h, generator=g, dtype=dtype))
@@ -263,6 +279,8 @@ def paper_init(cfg: L2MTConfig, seed: int, dtype=torch.float64, device="cpu") ->
     init.update(beta1=torch.zeros(h, dtype=dtype), beta2=torch.zeros(h, dtype=dtype),
                 alpha=torch.tensor(PAPER_INIT["alpha"], dtype=dtype),
                 gamma=torch.tensor(PAPER_INIT["gamma"], dtype=dtype))
+    if cfg.link == "fixed":
+        del init["gamma"]
     return {k: v.to(device) for k, v in init.items()}
 
 
@@ -280,8 +298,8 @@ def _guide(net, cfg: L2MTConfig, init: dict):
 
 def fit_l2mt(meta: MetaData, *, hidden=50, layers=2, k=6, lam=0.1, scale=0.1,
              prior_scale=None, epochs=200, batch_size=8, lr=0.01, inference="map",
-             guide="normal", svi_init_scale=0.01, seed=0, device="auto", progress_bar=False,
-             dtype=torch.float64) -> L2MTResult:
+             guide="normal", svi_init_scale=0.01, link="learned", seed=0, device="auto",
+             progress_bar=False, dtype=torch.float64) -> L2MTResult:
     """Fit the estimation/link model on :class:`MetaData` (from :func:`meta_data`).
 
     ``prior_scale`` defaults to ∞ (flat; MAP reproduces objective (6)) for MAP and 10 for
@@ -295,7 +313,7 @@ def fit_l2mt(meta: MetaData, *, hidden=50, layers=2, k=6, lam=0.1, scale=0.1,
     cfg = L2MTConfig(n_features=int(meta.X.shape[-1]), hidden=hidden, layers=layers, k=k,
                      lam=lam, scale=scale, prior_scale=prior_scale, epochs=epochs,
                      batch_size=batch_size, lr=lr, inference=inference, guide=guide,
-                     svi_init_scale=svi_init_scale, seed=seed).check()
+                     svi_init_scale=svi_init_scale, link=link, seed=seed).check()
     dev = resolve_device(device)
     pyro.set_rng_seed(seed)
     tensors = [torch.as_tensor(a, device=dev, dtype=dtype if a.dtype != bool else torch.bool)
@@ -357,7 +375,12 @@ class L2MTResult:
     # parameters
     def values(self) -> dict:
         with torch.no_grad(), local_params():
-            return {k: v.detach() for k, v in self.guide.median().items()}
+            return self._with_link({k: v.detach() for k, v in self.guide.median().items()})
+
+    def _with_link(self, values: dict) -> dict:
+        if self.config.link == "fixed":
+            values["gamma"] = self.net.gamma.detach()
+        return values
 
     def draws(self, num_draws: int, seed: int = 0) -> list:
         if self.config.inference != "svi":
@@ -369,7 +392,8 @@ class L2MTResult:
         with torch.no_grad(), local_params():
             for _ in range(int(num_draws)):
                 tr = pyro.poutine.trace(self.guide).get_trace(*args)
-                out.append({k: tr.nodes[k]["value"].detach() for k in SITES})
+                out.append(self._with_link({k: tr.nodes[k]["value"].detach() for k in SITES
+                                            if k in tr.nodes}))
         return out
 
     # embeddings and Ω̃
