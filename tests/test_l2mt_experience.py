@@ -147,7 +147,7 @@ def test_map_completed_serial_and_errors():
                            desc="job"))
     assert err.value.index == 1 and isinstance(err.value.__cause__, ValueError)
     with pytest.raises(HyperparameterError, match="scheduler"):
-        list(map_completed(math.sqrt, [1.0], scheduler="threads"))
+        list(map_completed(math.sqrt, [1.0], scheduler="nowhere"))
 
 
 def test_map_completed_local_cluster_propagates_errors():
