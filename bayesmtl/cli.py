@@ -485,16 +485,14 @@ def cmd_l2mt(args):
                                    n_workers=args.workers, progress=sys.stderr.isatty())
         log(f"{len(paths)} problems in {args.out} (stream {args.stream})")
         return 0
-    from .l2mt.model import fit_l2mt, meta_data
-    from .l2mt.problems import build_problem
+    from .l2mt.model import experience_meta, fit_l2mt
 
     found = X.load_experience(args.experience)
-    meta = meta_data([(build_problem(p.spec).train, p.omegas, p.o) for p in found], k=args.k)
+    meta = experience_meta(found, k=args.k)
     log(f"training L2MT ({args.inference}) on {len(found)} problems, {meta.n_tuples} tuples …")
     r = fit_l2mt(meta, hidden=args.hidden, layers=args.layers, k=args.k, lam=args.lam,
                  epochs=args.epochs, inference=args.inference, link=args.link,
-                 device=args.device,
-                 seed=args.seed, progress_bar=sys.stderr.isatty())
+                 device=args.device, seed=args.seed, progress_bar=sys.stderr.isatty())
     r.save(args.out)
     log(f"final loss {r.history['loss'][-1]:.4g}; saved {args.out}\n"
         f"use it: bayesmtl fit --method l2mt --param model={args.out} (same features)")

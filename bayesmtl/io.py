@@ -1,8 +1,9 @@
-"""Atomic folders and the model-file format (JSON + npz, no pickle).
+"""Atomic folders and files, and the model-file format (JSON + npz, no pickle).
 
-Everything bayesmtl writes as a folder (a saved model, a CLI report) is written into a
-temporary folder beside the target and renamed into place at the end, so an interrupted
-write leaves either the old folder or the new one, never a mix. Loading checks every file
+Everything bayesmtl writes as a folder (a saved model, a CLI report) or as a single file (an
+L2MT experience problem or model) is written into a temporary beside the target and renamed
+into place at the end, so an interrupted write leaves either the old one or the new one,
+never a mix. Loading checks every file
 and wraps any failure in :class:`~bayesmtl.errors.ModelFileError`.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from .errors import ModelFileError
 
-__all__ = ["atomic_folder", "write_model", "read_model", "FORMAT_VERSION"]
+__all__ = ["atomic_folder", "atomic_file", "write_model", "read_model", "FORMAT_VERSION"]
 
 #: version of the model-file layout; bumped when a saved model can no longer be read
 FORMAT_VERSION = 2
@@ -51,6 +52,25 @@ def atomic_folder(path, *, overwrite: bool = True):
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a binary file handle of a temporary file beside ``path``; on success it is
+    flushed to disk and replaces ``path``. On an exception it is removed and ``path`` is
+    untouched."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 

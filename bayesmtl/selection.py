@@ -36,6 +36,7 @@ from .errors import (
 from .inference.profile import _task_blocks
 from .methods.registry import Fit, Settings
 from .models.losses import linear_predictor
+from .parallel import map_completed
 
 __all__ = ["SCORERS", "score", "predict_fit", "regularisation_path", "task_folds",
            "cross_validate", "CVResult", "compare", "log_evidence", "select_by_evidence"]
@@ -238,8 +239,8 @@ def cross_validate(data: MultiTaskData, method, grid=None, *, scoring=None, hype
     settings : MAP settings of the fits (e.g. ``Settings(max_iter=…, tol=…)`` to cap the
         alternating solvers inside CV; a ``deadline`` stops the CV with TimeLimitReached).
     n_jobs, scheduler : folds run on :func:`bayesmtl.parallel.map_completed`: in this
-        process one after another (``n_jobs=1``, no scheduler), on ``n_jobs`` threads
-        (``n_jobs > 1``, the default scheduler "threads"), on a local cluster of ``n_jobs``
+        process one after another (``n_jobs=1``, default scheduler "serial"), on ``n_jobs``
+        threads (``n_jobs > 1``, default scheduler "threads"), on a local cluster of ``n_jobs``
         processes (``"local"``) or on a Dask scheduler's workers (an address); the scores are
         identical. Processes and remote workers see only the built-in methods, and a
         ``deadline`` (``time.monotonic``) means nothing on another machine's workers.
@@ -251,36 +252,24 @@ def cross_validate(data: MultiTaskData, method, grid=None, *, scoring=None, hype
     start = time.perf_counter()
     method = registry.get(method)
     scoring = _scorer(scoring, data)
-    scorer, _, greater = SCORERS[scoring]
+    greater = SCORERS[scoring][2]
     settings = Settings() if settings is None else settings._replace(inference="map")
     path, grid = _grid(method, grid)
     fold = task_folds(data, n_folds, seed)
     others = list(grid)[1:]
     combos = list(itertools.product(*(grid[k] for k in others)))
-    bar = _progress(progress, n_folds * len(combos) * len(grid[path]),
-                    f"CV {method.name}")
-
     jobs = [_CVFold(data, _by_name(method), fold, k, path, grid[path], others, combos,
                     dict(hyper or {}), settings, scoring) for k in range(n_folds)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # counted below instead
-        if n_jobs == 1 and scheduler is None:
-            results = []
-            for job in jobs:
-                results.append(job())
-                bar.update(len(combos) * len(grid[path]))
-        else:
-            from .parallel import map_completed
-
-            results = [None] * n_folds
-            try:
-                for k, result in map_completed(_run, jobs, n_workers=n_jobs, progress=progress,
-                                               scheduler="threads" if scheduler is None
-                                               else scheduler, desc=f"CV {method.name} folds"):
-                    results[k] = result
-            except WorkItemError as err:  # the fold's own error (e.g. TimeLimitReached)
-                raise (err.__cause__ or err) from None
-    bar.close()
+    if scheduler is None:
+        scheduler = "serial" if n_jobs == 1 else "threads"
+    results = [None] * n_folds
+    try:
+        for k, result in map_completed(_CVFold.__call__, jobs, scheduler=scheduler,
+                                       n_workers=n_jobs, progress=progress,
+                                       desc=f"CV {method.name} folds"):
+            results[k] = result
+    except WorkItemError as err:  # the fold's own error (e.g. TimeLimitReached)
+        raise (err.__cause__ or err) from None
     scores = np.mean([r[0] for r in results], axis=0)  # (combos, path)
     n_unconverged = sum(r[1] for r in results)
     flat = -scores if greater else scores
@@ -337,30 +326,10 @@ class _CVFold(NamedTuple):
         return out, unconverged
 
 
-def _run(job):
-    return job()
-
-
 def _by_name(method):
     """A registered method's name (workers look it up), else the Method itself."""
     return method.name if method.name in registry.names() and registry.get(
         method.name) is method else method
-
-
-def _progress(enabled, total, desc):
-    if enabled:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, leave=False)
-
-    class _Null:
-        def update(self, n):
-            del n
-
-        def close(self):
-            pass
-
-    return _Null()
 
 
 # ----------------------------------------------------------------------------- compare

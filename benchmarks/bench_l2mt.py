@@ -23,7 +23,7 @@ import torch
 
 from bayesmtl.l2mt.evaluate import evaluate_problem, relative_errors
 from bayesmtl.l2mt.experience import DEFAULT_CANDIDATES, build_experience, load_experience
-from bayesmtl.l2mt.model import fit_l2mt, meta_data
+from bayesmtl.l2mt.model import experience_meta, fit_l2mt
 from bayesmtl.l2mt.problems import build_problem
 from bayesmtl.methods.l2mt import omega_used
 
@@ -64,7 +64,7 @@ def main():
           f" in {t_train:.0f} s, {len(test)} test problems in {t_test:.0f} s "
           f"({args.workers} workers; 0 s = all cached)")
 
-    meta = meta_data([(build_problem(p.spec).train, p.omegas, p.o) for p in train])
+    meta = experience_meta(train)
     fits = {}
     for inference, epochs in (("map", args.epochs), ("svi", args.svi_epochs)):
         t0 = time.perf_counter()

@@ -27,8 +27,6 @@ import contextlib
 import functools
 import itertools
 import json
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -144,7 +142,9 @@ def _check_candidates(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
 
 def task_errors(W: np.ndarray, b: np.ndarray, data) -> np.ndarray:
     """(m,) classification error of each task: predict 1 iff xᵀw_t + b_t > 0 (W (d, m))."""
-    score = np.einsum("nd,nd->n", data.X, np.asarray(W)[:, data.task].T) + np.asarray(b)[data.task]
+    from ..models.losses import linear_predictor
+
+    score = np.asarray(linear_predictor(data.X, data.task, np.asarray(W), np.asarray(b)))
     wrong = (score > 0) != (data.y > 0.5)
     return np.bincount(data.task, weights=wrong, minlength=data.n_tasks) / data.n_per_task
 
@@ -294,20 +294,13 @@ def problem_path(out_dir, index: int) -> Path:
 
 
 def _write(path: Path, result: dict) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, omegas=result["omegas"], o=result["o"],
-                     valid_error=result["valid_error"], test_error=result["test_error"],
-                     meta=np.array(json.dumps(result["meta"])))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write one problem's file atomically (:func:`bayesmtl.io.atomic_file`)."""
+    from ..io import atomic_file
+
+    with atomic_file(path) as fh:
+        np.savez(fh, omegas=result["omegas"], o=result["o"],
+                 valid_error=result["valid_error"], test_error=result["test_error"],
+                 meta=np.array(json.dumps(result["meta"])))
 
 
 def _read(path: Path) -> ExperienceProblem:

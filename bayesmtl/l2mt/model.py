@@ -59,11 +59,12 @@ from tqdm.auto import tqdm
 from ..deep.networks import Flat
 from ..deep.result import local_params, resolve_device
 from ..errors import DataError, HyperparameterError, ModelFileError, NonFiniteResultError
+from ..io import atomic_file
 from .lgnn import lgnn_embed, pad_tasks, task_arrays
 from .theorem3 import omega_tilde, phi_and_rho
 
-__all__ = ["L2MTConfig", "MetaData", "meta_data", "L2MTNet", "fit_l2mt", "L2MTResult",
-           "estimation", "link", "STATE_FORMAT", "PAPER_INIT"]
+__all__ = ["L2MTConfig", "MetaData", "meta_data", "experience_meta", "L2MTNet", "fit_l2mt",
+           "L2MTResult", "estimation", "link", "STATE_FORMAT", "PAPER_INIT"]
 
 STATE_FORMAT = "bayesmtl.l2mt/1"
 SITES = ("L1", "L2", "beta1", "beta2", "alpha", "gamma")
@@ -190,6 +191,14 @@ def meta_data(problems, k: int = 6) -> MetaData:
         Xs[p, :m], Gs[p, :m], R[p, :m] = Xp, Gp, mask
         Om[p, :kk, :m, :m], O[p, :kk], T[p, :kk] = om, o, True
     return MetaData(Xs, Gs, R, Om, O, T)
+
+
+def experience_meta(problems, k: int = 6) -> MetaData:
+    """:func:`meta_data` of loaded experience problems (:func:`~.experience.load_experience`),
+    their training splits rebuilt from the specs."""
+    from .problems import build_problem
+
+    return meta_data([(build_problem(p.spec).train, p.omegas, p.o) for p in problems], k)
 
 
 # ----------------------------------------------------------------------------- model
@@ -445,9 +454,8 @@ class L2MTResult:
                 "history": {k: np.asarray(v).tolist() for k, v in self.history.items()}}
         state = {"meta": json.dumps(meta),
                  "guide": {k: v.detach().cpu() for k, v in self.guide.state_dict().items()}}
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as fh:
+            torch.save(state, fh)
         self.path = path
         return path
 

@@ -69,13 +69,12 @@ def omega_used(omega_tilde: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _fit(data, hyper, settings, init=None):
+    from ..l2mt.theorem3 import omega_tilde
     from .matrix_normal import fit_fixed_omega
 
     del init
     model = load_model(hyper["model"])
-    phi, rho = model.phi_rho(data)
-    from ..l2mt.theorem3 import omega_tilde
-
+    phi, rho = model.phi_rho(data)  # ρ goes into the fit's info, so not model.omega(data)
     omega = omega_used(omega_tilde(phi, rho), hyper["eps"])
     r = fit_fixed_omega(data, omega, hyper["lam"], 0.0, settings, settings.seed)
     info = {**r.info, "rho": float(rho), "theorem3_case": _case(rho)}
