@@ -171,7 +171,7 @@ def _validated(X, y, task, task_names, feature_names, kind, labels=None) -> Mult
         )
     task = task.astype(np.int32)
     try:
-        X = X.astype(np.float64)
+        X = np.asarray(X, dtype=np.float64)  # no copy of float64 input (10⁶ × 100 is 0.8 GB)
     except (TypeError, ValueError) as err:
         raise DataError(f"X must be numeric: {err}") from None
     label_values = None
@@ -207,11 +207,16 @@ def _validated(X, y, task, task_names, feature_names, kind, labels=None) -> Mult
                 SingleClassWarning,
                 stacklevel=3,
             )
-    order = np.argsort(task, kind="stable")
+    if np.all(task[1:] >= task[:-1]):  # already sorted: keep the arrays (read-only views)
+        X, y = X.view(), y.view()
+        X.flags.writeable = y.flags.writeable = False
+    else:
+        order = np.argsort(task, kind="stable")
+        X, y, task = X[order], y[order], task[order]
     return MultiTaskData(
-        X=X[order],
-        y=y[order],
-        task=task[order],
+        X=X,
+        y=y,
+        task=task,
         task_names=tuple(task_names),
         feature_names=feature_names,
         kind=kind,
@@ -274,6 +279,10 @@ def check_features(X, n_features: int) -> np.ndarray:
 class MultiTaskData:
     """Stacked multi-task data sorted by task.
 
+    Input arrays that are already float64 and sorted by task are kept, not copied (as
+    read-only views): do not modify them afterwards, since values derived from the rows
+    (the per-task moments of the Gaussian fits) are cached on the data object.
+
     Attributes
     ----------
     X : (N, d) float64
@@ -294,10 +303,14 @@ class MultiTaskData:
     kind: str = REGRESSION
     label_values: tuple | None = None
     _offsets: np.ndarray = field(init=False, repr=False)
+    #: values derived from the rows once (e.g. the per-task moments of the Gaussian fits);
+    #: the arrays are treated as immutable
+    _cache: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         counts = np.bincount(self.task, minlength=len(self.task_names))
         object.__setattr__(self, "_offsets", np.concatenate([[0], np.cumsum(counts)]))
+        object.__setattr__(self, "_cache", {})
 
     # --- constructors -------------------------------------------------------------------
     @classmethod

@@ -33,7 +33,7 @@ from .errors import (
     HyperparameterError,
     WorkItemError,
 )
-from .inference.profile import _task_blocks
+from .inference.stats import gaussian_term, task_moments
 from .methods.registry import Fit, Settings
 from .models.losses import linear_predictor
 from .parallel import map_completed
@@ -419,7 +419,8 @@ def log_evidence(data: MultiTaskData, precision, lam: float, noise: float = 1.0)
     d, m = data.n_features, data.n_tasks
     p = d + 1
     # posterior precision: per-task blocks X̃ᵢᵀX̃ᵢ/σ² plus λ P ⊗ E on the W part (task-major)
-    blocks, rhs = _task_blocks(data.X, data.y, data.task, np.ones(len(data.y)), noise, m)
+    term = gaussian_term(task_moments(data), np.ones(m), noise)
+    blocks, rhs = term.H, term.rhs
     E = np.diag(np.r_[np.ones(d), 0.0])
     H = np.einsum("st,ab->satb", lam * P, E)
     H[np.arange(m), :, np.arange(m), :] += np.asarray(blocks)

@@ -29,7 +29,8 @@ from bayesmtl import MultiTaskData
 from bayesmtl.datasets import load_school
 from bayesmtl.errors import ConvergenceWarning
 from bayesmtl.inference.omega_steps import graphical_lasso, graphical_lasso_subgradient
-from bayesmtl.inference.profile import _inputs, _w_step, task_rows
+from bayesmtl.inference.profile import _inputs, w_step
+from bayesmtl.inference.stats import data_term
 from bayesmtl.methods import Fit
 from bayesmtl.models import family as F
 from bayesmtl.selection import score
@@ -49,11 +50,10 @@ def first_omega_problem(split, lam, lam2):
     """(S, α, P0) of the first glMTL Ω-step on School ``split`` training rows."""
     train, _ = load_school(split)
     member = F.SparsePrecision(lam2)
-    X, y, task, weights, classification, noise = _inputs(train, "mean", None)
     d, m = train.n_features, train.n_tasks
     state = member.initial_state(m)
-    W, _ = _w_step(X, y, task, weights, lam * member.precision(state), jnp.zeros((d, m)),
-                     jnp.zeros(m), m, classification, noise, jnp.asarray(task_rows(train.task, m)))
+    W, _ = w_step(data_term(train), lam * member.precision(state), jnp.zeros((d, m)),
+                  jnp.zeros(m))
     return W.T @ W / d, 2.0 * lam2 / (lam * d), state, d
 
 
@@ -128,14 +128,13 @@ def steps(args):
     train, test = load_school(args.split)
     member = F.SparsePrecision(args.lam2)
     X, y, task, weights, classification, noise = _inputs(train, "mean", None)
+    term = data_term(train)
     d, m = train.n_features, train.n_tasks
-    rows = jnp.asarray(task_rows(train.task, m))
     W, b, state = jnp.zeros((d, m)), jnp.zeros(m), member.initial_state(m)
     print("| outer iteration | W-step (s) | Ω-step (s) | objective F |\n|---|---|---|---|")
     for it in range(args.max_outer):
         t0 = time.perf_counter()
-        W, b = _w_step(X, y, task, weights, args.lam * member.precision(state), W, b, m,
-                         classification, noise, rows)
+        W, b = w_step(term, args.lam * member.precision(state), W, b)
         W.block_until_ready()
         t1 = time.perf_counter()
         state = member.omega_step(W.T @ W, args.lam, d, state)

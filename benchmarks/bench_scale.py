@@ -1,35 +1,174 @@
 """MAP fits at scale (issue 19): m tasks × n rows each × d features, synthetic rank-5 W.
 
-Prints, per method, the first fit (with JIT compilation) and the second (warm) fit's wall time,
-whether it converged, and the process's peak resident memory so far (the data alone, X in
-float64, is m·n·d·8 bytes; it is held once by MultiTaskData and once as a JAX array).
+Every measurement runs in a fresh process (so its peak resident memory is its own): the
+process builds the data, then fits the member twice (``bayesmtl.methods.fit``: the MAP and its
+ArviZ export). "first fit" includes the one pass over
+the rows (the per-task sufficient statistics) and JIT compilation (with the persistent
+compilation cache as found); "second fit" reuses both. Peak RSS is the process's high-water
+mark, data included (X alone is m·n·d·8 bytes).
 
+    # the issue's problem: 1,000 tasks × 1,000 rows × 100 features
     .venv/bin/python benchmarks/bench_scale.py --m 1000 --n 1000 --d 100 \\
-        --methods stl,pooled,mtrl,rmtl,schatten,clustered
+        --methods stl,pooled,mtrl,rmtl,schatten,clustered,glmtl,spats,reconstruction
+    # scaling in m, n and d with fitted exponents and a log-log plot
+    .venv/bin/python benchmarks/bench_scale.py --sweep --methods stl,mtrl,clustered
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 
-from bayesmtl import MultiTaskData, methods
+#: hyperparameters per member (λ = --lam; λ₂ where the member has one)
+EXTRA = {"glmtl": {"lam2": 0.1}, "spats": {"lam2": 0.1}, "reconstruction": {"lam2": 0.1}}
 
 
-def synthetic(m: int, n: int, d: int, seed: int = 0) -> MultiTaskData:
+def synthetic(m: int, n: int, d: int, seed: int = 0):
+    from bayesmtl import MultiTaskData
+
     rng = np.random.default_rng(seed)
     W = rng.normal(size=(d, 5)) @ rng.normal(size=(5, m))
     X = rng.normal(size=(m * n, d))
-    task = np.repeat(np.arange(m), n)
-    y = np.einsum("nd,dn->n", X, W[:, task]) + rng.normal(size=m * n)
-    return MultiTaskData.from_arrays(X, y, task)
+    y = rng.normal(size=m * n)
+    for i in range(m):  # task by task: no (d, N) temporary
+        rows = slice(i * n, (i + 1) * n)
+        y[rows] += X[rows] @ W[:, i]
+    return MultiTaskData.from_arrays(X, y, np.repeat(np.arange(m), n))
 
 
 def peak_mb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(status["VmHWM"].split()[0]) // 1024
+
+
+def one(args) -> dict:
+    """Build the data and fit ``args.one`` twice, in this process; returns the measurements."""
+    import warnings
+
+    from bayesmtl import methods
+    from bayesmtl.methods import Settings
+
+    settings = Settings() if args.max_iter is None else Settings(max_iter=args.max_iter)
+    start = time.perf_counter()
+    data = synthetic(args.m, args.n, args.d)
+    out = {"method": args.one, "m": args.m, "n": args.n, "d": args.d,
+           "data_s": time.perf_counter() - start}
+    hyper = {"lam": args.lam, **EXTRA.get(args.one, {})}
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit, _ = methods.fit(data, args.one, hyper, settings)
+        times.append(time.perf_counter() - start)
+    out.update(first_s=times[0], second_s=times[1], converged=bool(fit.converged),
+               objective=float(fit.objective), n_iter=fit.info.get("n_iter"),
+               warnings=sorted({str(w.message)[:80] for w in caught}), peak_mb=peak_mb())
+    return out
+
+
+def run_one(method, m, n, d, lam, max_iter=None, timeout=1200) -> dict:
+    cmd = [sys.executable, __file__, "--one", method, "--m", str(m), "--n", str(n),
+           "--d", str(d), "--lam", str(lam)]
+    if max_iter is not None:
+        cmd += ["--max-iter", str(max_iter)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"method": method, "m": m, "n": n, "d": d, "error": f"timeout {timeout} s"}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode or not lines:
+        return {"method": method, "m": m, "n": n, "d": d,
+                "error": (done.stderr.strip().splitlines() or ["?"])[-1][:120]}
+    return json.loads(lines[-1])
+
+
+def table(rows) -> None:
+    print("| method | m | n | d | first fit (s) | second fit (s) | outer iterations | converged "
+          "| peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['method']} | {r['m']} | {r['n']} | {r['d']} | {r['error']} | | | | |")
+            continue
+        print(f"| {r['method']} | {r['m']} | {r['n']} | {r['d']} | {r['first_s']:.1f} | "
+              f"{r['second_s']:.2f} | {r['n_iter']} | {r['converged']} | {r['peak_mb']} |",
+              flush=True)
+
+
+#: the sweeps: one axis varied, the others at these values
+SWEEPS = {"m": ([100, 300, 1000, 3000, 10000], {"n": 100, "d": 50}),
+          "n": ([100, 300, 1000, 3000], {"m": 300, "d": 50}),
+          "d": ([25, 50, 100, 200], {"m": 300, "n": 1000})}
+
+
+def sweep(args) -> None:
+    results = []
+    for axis, (values, fixed) in SWEEPS.items():
+        print(f"\n### varying {axis} ({', '.join(f'{k} = {v}' for k, v in fixed.items())})\n")
+        rows = []
+        for method in args.methods.split(","):
+            for v in values:
+                size = {**fixed, axis: v}
+                r = run_one(method, size["m"], size["n"], size["d"], args.lam)
+                r["axis"] = axis
+                rows.append(r)
+                table([r])
+        results += rows
+    print("\n### fitted exponents (least squares on log-log, second fit and peak RSS above "
+          "the data)\n")
+    print("| method | axis | time exponent (second fit) | time exponent (first fit) "
+          "| memory exponent |")
+    print("|---|---|---|---|---|")
+    for method in args.methods.split(","):
+        for axis in SWEEPS:
+            rs = [r for r in results if r["method"] == method and r["axis"] == axis
+                  and "error" not in r]
+            if len(rs) < 2:
+                continue
+            x = np.log([r[axis] for r in rs])
+            def slope(v, x=x):
+                return np.polyfit(x, np.log(v), 1)[0]
+
+            print(f"| {method} | {axis} | {slope([r['second_s'] for r in rs]):.2f} | "
+                  f"{slope([r['first_s'] for r in rs]):.2f} | "
+                  f"{slope([r['peak_mb'] for r in rs]):.2f} |")
+    with open(os.path.join(os.path.dirname(__file__), "results_scale.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    plot(results, os.path.join(os.path.dirname(__file__), "scale_loglog.png"))
+
+
+def plot(results, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(SWEEPS), figsize=(4 * len(SWEEPS), 7))
+    for j, axis in enumerate(SWEEPS):
+        for method in sorted({r["method"] for r in results}):
+            rs = [r for r in results if r["method"] == method and r["axis"] == axis
+                  and "error" not in r]
+            if not rs:
+                continue
+            x = [r[axis] for r in rs]
+            axes[0, j].loglog(x, [r["second_s"] for r in rs], "o-", label=method)
+            axes[1, j].loglog(x, [r["peak_mb"] for r in rs], "o-", label=method)
+        fixed = SWEEPS[axis][1]
+        axes[0, j].set_title(f"vary {axis} ({', '.join(f'{k}={v}' for k, v in fixed.items())})")
+        axes[0, j].set_ylabel("second fit (s)")
+        axes[1, j].set_ylabel("peak RSS (MB)")
+        axes[1, j].set_xlabel(axis)
+        axes[0, j].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"\nplot: {path}")
 
 
 def main():
@@ -38,22 +177,23 @@ def main():
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--d", type=int, default=100)
     parser.add_argument("--lam", type=float, default=0.1)
+    parser.add_argument("--max-iter", type=int, default=None)
     parser.add_argument("--methods", default="stl,pooled,mtrl,rmtl,schatten,clustered")
+    parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    start = time.perf_counter()
-    data = synthetic(args.m, args.n, args.d)
-    print(f"{args.m} tasks × {args.n} rows × {args.d} features ({args.m * args.n:,} rows): "
-          f"data in {time.perf_counter() - start:.1f} s, peak {peak_mb()} MB\n")
-    print("| method | first fit (s, with JIT) | second fit (s) | converged | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
-    for name in args.methods.split(","):
-        times = []
-        for _ in range(2):
-            start = time.perf_counter()
-            fit, _ = methods.fit(data, name, {"lam": args.lam})
-            times.append(time.perf_counter() - start)
-        print(f"| {name} | {times[0]:.1f} | {times[1]:.1f} | {fit.converged} | {peak_mb()} |",
-              flush=True)
+    if args.one:
+        print(json.dumps(one(args)))
+        return
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    if args.sweep:
+        sweep(args)
+    else:
+        print(f"\n{args.m} tasks × {args.n} rows × {args.d} features "
+              f"({args.m * args.n:,} rows), λ = {args.lam}\n")
+        table(run_one(method, args.m, args.n, args.d, args.lam, args.max_iter)
+              for method in args.methods.split(","))
+    print(f"\nload average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,25 +3,62 @@
 import numpy as np
 import pytest
 
-from bayesmtl import methods
-from bayesmtl.inference import profile
+from bayesmtl import MultiTaskData, methods
+from bayesmtl.inference import stats
 
 
-@pytest.mark.parametrize("m", [1, 4])
-@pytest.mark.parametrize("chunk_numbers", [7, 500, 2**22])
-def test_chunked_gram_blocks_equal_per_task_products(monkeypatch, chunk_numbers, m):
-    """Any chunk size (one row per chunk, ragged chunks, one chunk), any row order, and the
-    single-block shortcut."""
-    monkeypatch.setattr(profile, "_CHUNK_NUMBERS", chunk_numbers)
+def _augmented(X):
+    return np.c_[X, np.ones(len(X))]
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 65536])
+def test_task_moments_equal_per_task_products(monkeypatch, block_rows):
+    """Blocks of one row, ragged blocks, one block."""
+    monkeypatch.setattr(stats, "_BLOCK_ROWS", block_rows)
     rng = np.random.default_rng(0)
-    D = 3
-    task = rng.integers(0, m, size=53)
-    Xa, c, y = rng.normal(size=(53, D)), rng.uniform(0.5, 2, size=53), rng.normal(size=53)
-    H, rhs = profile._chunked_blocks(Xa, c, y, task, m)
-    for i in range(m):
-        rows = task == i
-        np.testing.assert_allclose(H[i], Xa[rows].T @ (c[rows, None] * Xa[rows]), rtol=1e-12)
-        np.testing.assert_allclose(rhs[i], Xa[rows].T @ (c[rows] * y[rows]), rtol=1e-12)
+    task = rng.integers(0, 3, size=53)
+    X, y = rng.normal(size=(53, 3)), rng.normal(size=53)
+    data = MultiTaskData.from_arrays(X, y, task)
+    moments = stats.task_moments(data)
+    assert stats.task_moments(data) is moments  # computed once per data object
+    for i, (Xi, yi) in enumerate(data.tasks()):
+        A = _augmented(Xi)
+        np.testing.assert_allclose(moments.gram[i], A.T @ A, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(moments.cross[i], A.T @ yi, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(moments.yy[i], yi @ yi, rtol=1e-12, atol=1e-12)
+    assert moments.counts.tolist() == [np.sum(task == i) for i in range(3)]
+
+
+def test_streamed_moments_equal_one_pass():
+    """Moments accumulated over chunks of rows in any order equal those of all rows."""
+    rng = np.random.default_rng(1)
+    task = rng.integers(0, 5, size=200)
+    X, y = rng.normal(size=(200, 4)), rng.normal(size=200)
+    whole = stats.task_moments(MultiTaskData.from_arrays(X, y, task, task_names=range(5)))
+    streamed = stats.TaskMoments.zeros(5, 4)
+    for lo in range(0, 200, 37):
+        streamed = streamed.update(X[lo:lo + 37], y[lo:lo + 37], task[lo:lo + 37])
+    for a, b in zip(whole, streamed, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_gaussian_term_loss_equals_row_loss():
+    """The quadratic data loss from the moments equals Σ_j w_j (y_j - f_j)²/(2σ²) on the rows,
+    with and without intercepts, for both loss scales."""
+    from conftest import make_regression
+
+    data = make_regression(seed=2, d=3, sizes=(9, 14, 6))[0]
+    rng = np.random.default_rng(3)
+    W, b = rng.normal(size=(3, 3)), rng.normal(size=3)
+    for loss_scale in ("sum", "mean"):
+        for fit_intercept in (True, False):
+            term = stats.data_term(data, loss_scale, 0.4, fit_intercept)
+            bb = b if fit_intercept else np.zeros(3)
+            f = np.sum(data.X * W.T[data.task], axis=1) + bb[data.task]
+            w = 1.0 / data.n_per_task[data.task] if loss_scale == "mean" else 1.0
+            expected = np.sum(w * (data.y - f) ** 2) / (2 * 0.4**2)
+            np.testing.assert_allclose(float(stats.data_loss(term, W, b)), expected,
+                                       rtol=1e-12)
 
 
 def test_stl_is_per_task_ridge():
@@ -38,3 +75,95 @@ def test_stl_is_per_task_ridge():
         theta = np.linalg.solve(2 / n * A.T @ A + reg, 2 / n * A.T @ y)
         np.testing.assert_allclose(fit.W[:, i], theta[:-1], rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(fit.b[i], theta[-1], rtol=1e-8, atol=1e-10)
+
+
+def test_omega_from_thin_svd_equals_eigendecomposition():
+    """With more tasks than features Ω comes from the thin SVD of W; it equals the m × m
+    eigendecomposition route for the MTRL, Schatten and clustered spectra."""
+    import jax.numpy as jnp
+
+    from bayesmtl.inference.profile import omega_from_W_spectrum
+    from bayesmtl.models import clustered, matrix_normal, schatten
+
+    W = jnp.asarray(np.random.default_rng(4).normal(size=(3, 7)))
+    spectra = [(matrix_normal._mtrl_omega_spectrum, (), 1e-9),
+               (schatten._schatten_spectrum, schatten._schatten_args(1.0, 0.5, 0.2), 0.0),
+               (clustered._clustered_omega_spectrum, (0.3, 2.0, 0.01, 1.0), 0.0)]
+    for spectrum, args, eps in spectra:
+        evals, evecs = np.linalg.eigh(np.asarray(W.T @ W))
+        evals[:4] = 0.0  # rank 3: the exact zeros (eigh leaves ±1e-16, whose root is 1e-8)
+        direct = (evecs * spectrum(jnp.asarray(evals + eps), args)) @ evecs.T
+        np.testing.assert_allclose(omega_from_W_spectrum(W, spectrum, args, eps), direct,
+                                   rtol=1e-9, atol=1e-11)
+
+
+def test_same_W_as_the_row_based_solvers():
+    """The sufficient-statistics solvers give the W, b and objective of the row-based ones
+    they replaced (commit 6a90738; reference written by benchmarks/make_scale_reference.py),
+    to 1e-8, for every Gaussian member. glMTL's W to 1e-7: its alternation stops when W moves
+    by less than √tol·‖W‖ (1e-7 at tol = 1e-14) on a flat valley of F (the objectives agree to
+    1e-14), so 1e-7 is the accuracy either solver claims."""
+    import pathlib
+    import sys
+    import warnings
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+    import make_scale_reference as ref
+
+    expected = np.load(pathlib.Path(__file__).parent / "data" / "scale_reference_6a90738.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = ref.fit_all(ref.problem())
+    for key in ref.CASES:
+        W, b = expected[f"{key}_W"], expected[f"{key}_b"]
+        atol = (1e-7 if key == "glmtl" else 1e-8) * max(1.0, np.abs(W).max())
+        np.testing.assert_allclose(got[f"{key}_W"], W, rtol=0, atol=atol, err_msg=key)
+        np.testing.assert_allclose(got[f"{key}_b"], b, rtol=0, atol=atol, err_msg=key)
+        np.testing.assert_allclose(got[f"{key}_objective"], expected[f"{key}_objective"],
+                                   rtol=1e-8, err_msg=key)
+
+
+def _classification(seed, sizes=(40, 37, 45)):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for n in sizes:
+        X = rng.normal(size=(n, 3))
+        tasks.append((X, (X @ rng.normal(size=3) + rng.normal(size=n) > 0).astype(int)))
+    return MultiTaskData.from_tasks(tasks, kind="classification")
+
+
+def test_padded_rows_leave_the_log_joint_unchanged():
+    """Rows padded to the bucket size carry weight 0: the negative log joint is the same."""
+    import jax.numpy as jnp
+
+    from bayesmtl import priors
+    from bayesmtl.inference.map import neg_log_joint
+    from bayesmtl.models.likelihoods import BernoulliLogit
+    from bayesmtl.models.matrix_normal import bucketed_inputs, model_inputs, mtl_model
+
+    data = _classification(0)
+    rng = np.random.default_rng(1)
+    params = {"W": jnp.asarray(rng.normal(size=(3, 3))), "b": jnp.asarray(rng.normal(size=3))}
+    values = []
+    for inputs in (model_inputs, bucketed_inputs):
+        args, kw = inputs(data, "mean")
+        kw.update(omega_prior=priors.Fixed("identity"), likelihood=BernoulliLogit(), lam=0.5)
+        values.append(float(neg_log_joint(mtl_model, args, kw, params)))
+    assert bucketed_inputs(data, "mean")[0][0].shape[0] == 128 > data.X.shape[0] == 122
+    np.testing.assert_allclose(values[0], values[1], rtol=1e-13)
+
+
+def test_generic_map_compiles_once_for_folds_and_refits():
+    """The L-BFGS MAP (here: logistic, fixed Ω) reuses its compiled objective for another
+    fold of the same bucket size and for a refit with an equal Ω given as a new array."""
+    from bayesmtl.inference import map as map_module
+
+    data = _classification(2)
+    omega = np.array([[1.0, 0.3, 0.0], [0.3, 1.0, 0.3], [0.0, 0.3, 1.0]])
+    folds = [data.subset(np.flatnonzero(np.arange(len(data.y)) % k != 0)) for k in (5, 6)]
+    assert folds[0].X.shape[0] != folds[1].X.shape[0]
+    methods.fit(folds[0], "fixed", {"lam": 0.5, "omega": omega})
+    compiled = map_module._value_and_grad._cache_size()
+    first = methods.fit(folds[1], "fixed", {"lam": 0.5, "omega": omega.copy()})[0]
+    assert map_module._value_and_grad._cache_size() == compiled
+    assert first.converged

@@ -19,7 +19,8 @@ from ..data import MultiTaskData, require_data
 from ..errors import ConvergenceWarning
 from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..priors import OmegaPrior
-from .profile import _data_loss, _inputs, _w_step, solve_profile, task_rows
+from .profile import _data_loss, solve_profile, w_step
+from .stats import data_loss, data_term
 
 
 def family_objective(W, b, state, member, X, y, task, weights, lam, classification=False,
@@ -29,6 +30,13 @@ def family_objective(W, b, state, member, X, y, task, weights, lam, classificati
     P = member.precision(state)
     return (_data_loss(X, y, task, weights, W, b, classification, noise)
             + 0.5 * lam * jnp.sum(W * (W @ P)) + member.penalty(state, lam, d))
+
+
+def _objective(term, W, b, state, member, lam):
+    """F from the data term (:func:`family_objective` computes it from the rows)."""
+    d = W.shape[0]
+    return (data_loss(term, W, b) + 0.5 * lam * jnp.sum(W * (W @ member.precision(state)))
+            + member.penalty(state, lam, d))
 
 
 class FamilyResult(NamedTuple):
@@ -102,7 +110,7 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     if hasattr(member, "profile"):
         return _fit_profile(data, member, lam, loss_scale, noise, method, max(max_iter, 5000),
                             min(tol, 1e-12), init)
-    X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
+    term = data_term(data, loss_scale, noise)
     d, m = data.n_features, data.n_tasks
     if init is None:
         W, b, state = jnp.zeros((d, m)), jnp.zeros(m), member.initial_state(m)
@@ -110,10 +118,8 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         W, b, state = (jnp.asarray(v) for v in init)
 
     def objective(W, b, state):
-        return float(family_objective(W, b, state, member, X, y, task, weights, lam,
-                                      classification, noise))
+        return float(_objective(term, W, b, state, member, lam))
 
-    rows = jnp.asarray(task_rows(data.task, m))
     fixed = getattr(member, "fixed", False)  # fixed Ω: one exact W-step is the MAP
     history, extrapolated, converged, change = [], [], False, np.inf
     f_prev, it, previous = np.inf, 0, None
@@ -121,8 +127,7 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     gram = None  # the Gram matrix the current state was computed from (a warm start)
     while it < max_iter:
         it += 1
-        W_new, b_new = _w_step(X, y, task, weights, lam * member.precision(state), W, b, m,
-                               classification, noise, rows)
+        W_new, b_new = w_step(term, lam * member.precision(state), W, b)
         change = float(jnp.linalg.norm(W_new - W) / jnp.maximum(1.0, jnp.linalg.norm(W_new)))
         took = False
         if beta > 0 and previous is not None and not fixed:

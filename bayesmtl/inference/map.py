@@ -9,6 +9,8 @@ not move the optimum, so the result is the MAP in the model's own coordinates.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import warnings
 from typing import NamedTuple
 
@@ -57,15 +59,13 @@ def map_estimate(model, *model_args, init_params=None, max_iter=5000, ftol=1e-15
     info, *_ = initialize_model(jax.random.PRNGKey(seed), model, model_args=model_args,
                                 model_kwargs=model_kwargs, init_strategy=init)
     u0, unravel = ravel_pytree(info.z)
+    arrays, spec = _split_inputs(model, model_args, model_kwargs)
 
     def objective(u):
-        params = constrain_fn(model, model_args, model_kwargs, unravel(u))
-        return neg_log_joint(model, model_args, model_kwargs, params)
-
-    value_and_grad = jax.jit(jax.value_and_grad(objective))
+        return _objective(u, arrays, info.z, spec)
 
     def fun(u):
-        v, g = value_and_grad(u)
+        v, g = _value_and_grad(u, arrays, info.z, spec)
         return float(v), np.asarray(g, dtype=np.float64)
 
     history = []
@@ -76,7 +76,7 @@ def map_estimate(model, *model_args, init_params=None, max_iter=5000, ftol=1e-15
     )
     u, f, g = res.x, float(res.fun), np.asarray(res.jac)
     if u.size <= polish_max_dim:
-        u, f, g = _newton_polish(objective, fun, u, f, g)
+        u, f, g = _newton_polish(lambda u: _hessian(u, arrays, info.z, spec), fun, u, f, g)
     grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
     scale = max(1.0, abs(f))
     # L-BFGS-B can exhaust max_iter chasing round-off while the Newton polish has already
@@ -93,14 +93,13 @@ def map_estimate(model, *model_args, init_params=None, max_iter=5000, ftol=1e-15
                      str(res.message))
 
 
-def _newton_polish(objective, fun, u, f, g, steps=3):
+def _newton_polish(hessian, fun, u, f, g, steps=3):
     """A few safeguarded Newton steps from L-BFGS's answer (exact Hessian; small problems).
 
     L-BFGS stops on relative objective change near machine precision while the gradient can
     still be ~1e-7; Newton steps take the iterate to the optimum to ~1e-12 where the
     objective is locally quadratic, and are rejected whenever they do not decrease it.
     """
-    hessian = jax.jit(jax.hessian(objective))
     for _ in range(steps):
         H = np.asarray(hessian(u))
         try:
@@ -112,3 +111,86 @@ def _newton_polish(objective, fun, u, f, g, steps=3):
             break
         u, f, g = u + delta, f_new, g_new
     return u, f, g
+
+
+# --- one compiled objective per (model, input shapes, static inputs) -----------------------
+# The model's array inputs are traced arguments and everything else (the model, ints, floats,
+# prior and likelihood objects) a static key compared by content, so a refit on the same
+# shapes (another λ of a grid with the same static inputs, a bootstrap, a second process with
+# the persistent compilation cache) reuses the compiled objective instead of tracing a new
+# closure each call.
+
+
+class _Static:
+    """Hashable stand-in for the static inputs of a model, equal when their content is."""
+
+    def __init__(self, model, static):
+        self.model, self.static = model, static
+        self.key = (model, _fingerprint(static))
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self.key == other.key
+
+
+class _Identity:
+    """An object without a content key: equal only to itself (kept alive by the key)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+
+def _fingerprint(obj):
+    """A hashable key equal for equal content: arrays by shape, dtype and a digest of their
+    bytes, containers and dataclasses field by field, other hashables as themselves."""
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        a = np.ascontiguousarray(obj)
+        return ("array", a.shape, a.dtype.str, hashlib.blake2b(a.tobytes()).hexdigest())
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__, tuple(_fingerprint(v) for v in obj))
+    if isinstance(obj, dict):
+        return ("dict", tuple(sorted(((repr(k), _fingerprint(v)) for k, v in obj.items()))))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return (type(obj), tuple((f.name, _fingerprint(getattr(obj, f.name)))
+                                 for f in dataclasses.fields(obj)))
+    try:
+        hash(obj)
+    except TypeError:
+        return _Identity(obj)
+    return obj
+
+
+def _split_inputs(model, model_args, model_kwargs):
+    """(traced arrays, static key) of the model's top-level inputs."""
+    items = [(("arg", i), v) for i, v in enumerate(model_args)]
+    items += [(("kw", k), v) for k, v in model_kwargs.items()]
+    arrays = {k: v for k, v in items if isinstance(v, (np.ndarray, jax.Array))}
+    static = tuple((k, v) for k, v in items if k not in arrays)
+    return arrays, _Static(model, static)
+
+
+def _rebuild(arrays, spec):
+    values = dict(spec.static) | arrays
+    n_args = sum(1 for k in values if k[0] == "arg")
+    args = tuple(values[("arg", i)] for i in range(n_args))
+    kwargs = {k[1]: v for k, v in values.items() if k[0] == "kw"}
+    return args, kwargs
+
+
+def _objective(u, arrays, template, spec):
+    args, kwargs = _rebuild(arrays, spec)
+    _, unravel = ravel_pytree(template)
+    params = constrain_fn(spec.model, args, kwargs, unravel(u))
+    return neg_log_joint(spec.model, args, kwargs, params)
+
+
+_value_and_grad = jax.jit(jax.value_and_grad(_objective), static_argnames=("spec",))
+_hessian = jax.jit(jax.hessian(_objective), static_argnames=("spec",))

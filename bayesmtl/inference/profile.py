@@ -17,7 +17,6 @@ the logistic likelihood) live here too.
 from __future__ import annotations
 
 import warnings
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -30,6 +29,7 @@ from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..models.losses import linear_predictor, row_weights
 from .prox import quadratic_prox
 from .solvers import fista, newton_cg
+from .stats import GaussianTerm, LogisticTerm, data_loss, data_term
 
 
 def omega_from_W_spectrum(W, spectrum, args=(), eps=0.0):
@@ -38,8 +38,17 @@ def omega_from_W_spectrum(W, spectrum, args=(), eps=0.0):
     Every closed-form Ω-step of the g(Ω) family (MTRL, Schatten, squared Schatten) is a
     spectral function of WᵀW; ``spectrum`` maps its eigenvalues a (m,) to Ω's.
     """
-    evals, evecs = jnp.linalg.eigh(W.T @ W + eps * jnp.eye(W.shape[1]))
-    return (evecs * spectrum(jnp.clip(evals, 0.0), args)) @ evecs.T
+    d, m = W.shape
+    if m <= d:
+        evals, evecs = jnp.linalg.eigh(W.T @ W + eps * jnp.eye(m))
+        return (evecs * spectrum(jnp.clip(evals, 0.0), args)) @ evecs.T
+    # more tasks than features: WᵀW = V diag(s²) Vᵀ has rank ≤ d, so from the thin SVD
+    # (O(m d²), not an m × m eigendecomposition) Ω = e₀ I + V diag(e - e₀) Vᵀ, e₀ the value
+    # of the spectrum on the (m - d)-fold eigenvalue ε
+    _, s, Vt = jnp.linalg.svd(W, full_matrices=False)
+    a = jnp.concatenate([s**2 + eps, jnp.full(m - d, eps, s.dtype)])
+    e = spectrum(a, args)
+    return e[-1] * jnp.eye(m) + (Vt.T * (e[:d] - e[-1])) @ Vt
 
 
 class MTRLResult(NamedTuple):
@@ -72,6 +81,7 @@ def profile_objective(W, b, X, y, task, weights, ridge, penalty, args, classific
 
 
 def _inputs(data, loss_scale, noise):
+    """The rows as JAX arrays (for the samplers and the row-based reference objectives)."""
     classification = data.kind == "classification"
     if noise is None:
         noise = PAPER_SQUARED_LOSS_NOISE
@@ -97,12 +107,12 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
         classification).
     """
     require_data(data, name)
-    X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
+    term = data_term(data, loss_scale, noise, fit_intercept)
+    classification = isinstance(term, LogisticTerm)
     d, m = data.n_features, data.n_tasks
     W0, b0 = (jnp.zeros((d, m)), jnp.zeros(m)) if init is None else map(jnp.asarray, init)
     if not fit_intercept:
         b0 = jnp.zeros(m)
-    rows = jnp.asarray(task_rows(data.task, m))
     if method == "auto":
         order = ("proximal",) if classification else ("admm", "proximal", "alternating")
         method = next((m_ for m_ in order if m_ in methods), "unavailable")
@@ -116,15 +126,13 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
         raise ValueError(f"method={method!r} is not available for {name}: its profile "
                          f"penalty is non-convex; use one of {methods}")
     if method == "admm":
-        W, b, res = profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0,
-                                 m, max_iter, tol, fit_intercept, rows)
+        W, b, res = profile_admm(term, ridge, prox, penalty, args, W0, b0, max_iter, tol)
     elif method == "proximal":
-        W, b, res = profile_proximal(X, y, task, weights, noise, ridge, classification, prox,
-                                     penalty, args, W0, b0, m, max_iter, tol, fit_intercept)
+        W, b, res = profile_proximal(term, ridge, prox, penalty, args, W0, b0, max_iter, tol,
+                                     fit_intercept)
     elif method == "alternating":
-        W, b, res = profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum,
-                                        penalty, args, jnp.asarray(omega0), W0, b0, m,
-                                        max_iter, tol, fit_intercept, rows)
+        W, b, res = profile_alternating(term, ridge, lam, omega_spectrum, penalty, args,
+                                        jnp.asarray(omega0), W0, b0, max_iter, tol)
     else:
         raise ValueError(f"method must be 'auto', 'admm', 'proximal' or 'alternating'; got "
                          f"{method!r}")
@@ -140,13 +148,13 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
                       history, int(n_iter), bool(converged), float(residual))
 
 
-@jax.jit(static_argnames=("classification", "prox", "penalty", "m", "max_iter",
-                          "fit_intercept"))
-def profile_proximal(X, y, task, weights, noise, ridge, classification, prox, penalty, args,
-                     W0, b0, m, max_iter, tol, fit_intercept=True):
-    """FISTA on L(W, b) + (ρ/2)‖W‖² + R(W) (any likelihood). Returns W, b and
+@jax.jit(static_argnames=("prox", "penalty", "max_iter", "fit_intercept"))
+def profile_proximal(term, ridge, prox, penalty, args, W0, b0, max_iter, tol,
+                     fit_intercept=True):
+    """FISTA on L(W, b) + (ρ/2)‖W‖² + R(W) (any likelihood: ``term`` from
+    :func:`~bayesmtl.inference.stats.data_term`). Returns W, b and
     ``(objective, history, n_iter, converged, residual)``."""
-    d = X.shape[1]
+    d, m = W0.shape
 
     def unpack(x):
         W = x[: d * m].reshape(d, m)
@@ -154,8 +162,7 @@ def profile_proximal(X, y, task, weights, noise, ridge, classification, prox, pe
 
     def smooth(x):
         W, b = unpack(x)
-        return (_data_loss(X, y, task, weights, W, b, classification, noise)
-                + 0.5 * ridge * jnp.sum(W**2))
+        return data_loss(term, W, b) + 0.5 * ridge * jnp.sum(W**2)
 
     def prox_x(x, step):
         W = prox(x[: d * m].reshape(d, m), step, args).ravel()
@@ -168,79 +175,18 @@ def profile_proximal(X, y, task, weights, noise, ridge, classification, prox, pe
     return W, b, (out.objective, out.history, out.n_iter, out.converged, out.residual)
 
 
-def task_rows(task, m: int) -> np.ndarray:
-    """(m, n_max) row indices of each task's rows, padded with N (an index past the end).
-
-    Host-side layout for :func:`_task_blocks`: gathering rows into a padded (m, n_max, D)
-    array makes the per-task Gram blocks one batched matmul instead of a scatter-add of N
-    outer products (≈ 10× faster on School)."""
-    task = np.asarray(task)
-    counts = np.bincount(task, minlength=m)
-    order = np.argsort(task, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = np.arange(len(task)) - starts[task[order]]
-    rows = np.full((m, max(int(counts.max(initial=0)), 1)), len(task), dtype=np.int64)
-    rows[task[order], position] = order
-    return rows
-
-
-def _task_blocks(X, y, task, weights, noise, m, fit_intercept=True, rows=None):
-    """Per-task Gram blocks H_i = Σ_j c_j x̃_j x̃_jᵀ (m, D, D) and right-hand sides (m, D)
-    of the Gaussian W-step, x̃ = (x, 1) (D = d + 1) or x̃ = x without intercept (D = d),
-    c_j = w_j / σ². ``rows`` (from :func:`task_rows`) selects the fast padded layout."""
-    Xa = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1) if fit_intercept else X
-    c = weights / noise**2
-    if rows is None:
-        return _chunked_blocks(Xa, c, y, task, m)
-    pad = lambda a: jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])[rows]  # noqa
-    Xp, cp, yp = pad(Xa), pad(c), pad(y)
-    H = jnp.einsum("mni,mn,mnj->mij", Xp, cp, Xp)
-    rhs = jnp.einsum("mni,mn->mi", Xp, cp * yp)
-    return H, rhs
-
-
-#: rows per chunk of :func:`_chunked_blocks` scale so a chunk's outer products hold ≤ 2²² numbers
-_CHUNK_NUMBERS = 2**22
-
-
-def _chunked_blocks(Xa, c, y, task, m):
-    """Per-task Gram blocks (m, D, D) and right-hand sides (m, D) for any row order, in chunks
-    of rows (a scan): memory O(chunk·D² + m·D²), never the (N, D, D) outer products of all
-    rows (81 GB at 10⁶ rows × 100 features)."""
-    N, D = Xa.shape
-    if m == 1:  # one block: a single matrix product
-        return ((Xa * c[:, None]).T @ Xa)[None], ((c * y) @ Xa)[None]
-    chunk = int(max(1, min(N, _CHUNK_NUMBERS // (D * D))))
-    n_chunks = -(-N // chunk)
-    pad = n_chunks * chunk - N
-
-    def split(a):
-        return jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)).reshape(
-            (n_chunks, chunk) + a.shape[1:])
-
-    def step(carry, xs):
-        H, rhs = carry
-        Xc, cc, yc, tc = xs  # padded rows have weight 0
-        H = H + jax.ops.segment_sum(cc[:, None, None] * Xc[:, :, None] * Xc[:, None, :], tc, m)
-        rhs = rhs + jax.ops.segment_sum((cc * yc)[:, None] * Xc, tc, m)
-        return (H, rhs), None
-
-    init = (jnp.zeros((m, D, D), Xa.dtype), jnp.zeros((m, D), Xa.dtype))
-    (H, rhs), _ = jax.lax.scan(step, init, (split(Xa), split(c), split(y), split(task)))
-    return H, rhs
-
-
-def _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept, rows=None):
+def _eigen_w_solver(term: GaussianTerm, ridge, d: int):
     """Exact solver of the ADMM W-step for every penalty ρ_a, O(m d²) per call.
 
     The W-step minimises Σ_i [½θ_iᵀH_iθ_i - r_iᵀθ_i] + (ρ/2)‖W‖² + (ρ_a/2)‖W - V‖²
     (θ_i = (w_i, b_i)). The intercept is eliminated exactly (Schur complement
     S_i = H_ww - h hᵀ/h_bb, the task's centred Gram matrix), and S_i = Q_i diag(s_i) Q_iᵀ is
     factored once, so w_i = Q_i diag(1/(s_i + ρ + ρ_a)) Q_iᵀ (r̃_i + ρ_a v_i) for any ρ_a.
-    Returns ``solve(V, rho_a) -> (W, b)`` and the blocks (H, rhs).
+    Returns ``solve(V, rho_a) -> (W, b)``; a term without intercept (D = d) gives b = 0.
     """
-    d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept, rows)
+    H, rhs = term.H, term.rhs
+    m = rhs.shape[0]
+    fit_intercept = rhs.shape[1] == d + 1
     if fit_intercept:
         h, hbb = H[:, :d, d], H[:, d, d]
         safe = jnp.where(hbb > 0, hbb, 1.0)  # a task without rows keeps b = 0
@@ -261,13 +207,7 @@ def _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept, rows=No
             b = jnp.zeros(m, W.dtype)
         return W, b
 
-    return solve, H, rhs
-
-
-def _quadratic_loss(H, rhs, const, W, b, fit_intercept):
-    """Σ_i ½θ_iᵀH_iθ_i - r_iᵀθ_i + const: the Gaussian data loss from the Gram blocks."""
-    theta = jnp.concatenate([W.T, b[:, None]], axis=1) if fit_intercept else W.T
-    return 0.5 * jnp.einsum("mi,mij,mj->", theta, H, theta) - jnp.sum(rhs * theta) + const
+    return solve
 
 
 class _AdmmState(NamedTuple):
@@ -288,11 +228,11 @@ class _AdmmState(NamedTuple):
     it: jax.Array
 
 
-@jax.jit(static_argnames=("prox", "penalty", "m", "max_iter", "fit_intercept", "memory",
-                          "warmup"))
-def profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0, m, max_iter,
-                 tol, fit_intercept=True, rows=None, *, relaxation=1.5, memory=10, warmup=10):
-    """ADMM for the Gaussian profile problem  min L(W, b) + (ρ/2)‖W‖² + R(Z)  s.t.  W = Z.
+@jax.jit(static_argnames=("prox", "penalty", "max_iter", "memory", "warmup"))
+def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_iter, tol, *,
+                 relaxation=1.5, memory=10, warmup=10):
+    """ADMM for the Gaussian profile problem  min L(W, b) + (ρ/2)‖W‖² + R(Z)  s.t.  W = Z,
+    L from the sufficient statistics ``term`` (no intercept when its blocks are d × d).
 
     One ADMM map T: (Z, U) ↦ (Z⁺, U⁺) with ρ_a the ADMM penalty:
       W, b = exact per-task solve with V = Z - U (:func:`_eigen_w_solver`),
@@ -308,18 +248,17 @@ def profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0,
     Returns Z⁺, b and ``(objective, history, n_iter, converged, residual)``; n_iter counts
     evaluations of T.
     """
-    d = X.shape[1]
+    d, m = W0.shape
     n = d * m
-    solve, H, rhs = _eigen_w_solver(X, y, task, weights, noise, ridge, m, fit_intercept, rows)
-    const = 0.5 * jnp.sum(weights * y**2) / noise**2
+    solve = _eigen_w_solver(term, ridge, d)
+    H = term.H
     abs_tol, rel_tol = 1e-12, jnp.sqrt(tol)
     alpha = relaxation
     flat = lambda Z, U: jnp.concatenate([Z.ravel(), U.ravel()])  # noqa: E731
     unflat = lambda v: (v[:n].reshape(d, m), v[n:].reshape(d, m))  # noqa: E731
 
     def objective(W, b):
-        return (_quadratic_loss(H, rhs, const, W, b, fit_intercept)
-                + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args))
+        return data_loss(term, W, b) + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args)
 
     def admm_map(x, rho):
         Z, U = unflat(x)
@@ -374,8 +313,7 @@ def profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0,
         stalled = jnp.abs(s.f_prev - s.f) <= tol * jnp.maximum(1.0, jnp.abs(s.f))
         return (s.it < max_iter) & ~((s.primal <= eps_pri) & (s.dual <= eps_dual) & stalled)
 
-    D = d + 1 if fit_intercept else d
-    rho0 = jnp.maximum(1e-3, jnp.mean(jnp.trace(H, axis1=1, axis2=2)) / D)
+    rho0 = jnp.maximum(1e-3, jnp.mean(jnp.trace(H, axis1=1, axis2=2)) / H.shape[-1])
     x0 = flat(W0, jnp.zeros_like(W0))
     k = max(memory, 1)
     inf = jnp.asarray(jnp.inf)
@@ -384,19 +322,19 @@ def profile_admm(X, y, task, weights, noise, ridge, prox, penalty, args, W0, b0,
                       jnp.full((max_iter,), jnp.nan), jnp.asarray(0), jnp.asarray(0))
     s = jax.lax.while_loop(cond, body, init)
     Z, _ = unflat(s.tx)
-    # report the objective from the rows (not the Gram form) at the returned point
-    f = profile_objective(Z, s.b, X, y, task, weights, ridge, penalty, args, False, noise)
-    return Z, s.b, (f, s.hist, s.n_eval, s.it < max_iter, jnp.maximum(s.primal, s.dual))
+    return Z, s.b, (objective(Z, s.b), s.hist, s.n_eval, s.it < max_iter,
+                    jnp.maximum(s.primal, s.dual))
 
 
-def gaussian_w_step(X, y, task, weights, noise, precision, ridge, W0, b0, m, tol=1e-13,
-                    fit_intercept=True, rows=None):
-    """Exact minimiser over (W, b) of Σ w_j (y_j - f_j)²/(2σ²) + ½ tr(W P Wᵀ) + (ρ/2)‖W‖²
-    for a task precision P (m, m), by block-Jacobi preconditioned conjugate gradients.
-    Without intercept b is zero; ``rows`` as in :func:`_task_blocks`."""
-    d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m, fit_intercept, rows)
+@jax.jit
+def gaussian_w_step(term: GaussianTerm, precision, ridge, W0, b0, tol=1e-13):
+    """Exact minimiser over (W, b) of L(W, b) + ½ tr(W P Wᵀ) + (ρ/2)‖W‖² for the Gaussian
+    ``term`` and a task precision P (m, m), by block-Jacobi preconditioned conjugate
+    gradients. Without intercept (d × d blocks) b is zero."""
+    d, m = W0.shape
+    H, rhs = term.H, term.rhs
     D = H.shape[-1]
+    fit_intercept = D == d + 1
     pen = jnp.ones(D).at[d:].set(0.0)  # prior acts on w, not b
 
     def matvec(theta):  # theta (m, D)
@@ -417,10 +355,9 @@ def gaussian_w_step(X, y, task, weights, noise, precision, ridge, W0, b0, m, tol
     return theta[:, :d].T, b
 
 
-@jax.jit(static_argnames=("omega_spectrum", "penalty", "m", "max_iter", "fit_intercept"))
-def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, penalty, args,
-                        omega0, W0, b0, m, max_iter, tol, fit_intercept=True, rows=None,
-                        eps_decay=0.9):
+@jax.jit(static_argnames=("omega_spectrum", "penalty", "max_iter"))
+def profile_alternating(term: GaussianTerm, ridge, lam, omega_spectrum, penalty, args,
+                        omega0, W0, b0, max_iter, tol, eps_decay=0.9):
     """Alternate the exact W-step (precision λΩ⁻¹, :func:`gaussian_w_step`) and the
     closed-form Ω-step Ω = V diag(omega_spectrum(a)) Vᵀ of WᵀW + ε_k I = V diag(a) Vᵀ,
     ε_k = max(ε, eps_decay^k ‖W‖²_F/m) decreasing to ε = 1e-10 max(1, ‖W0‖²), which keeps Ω
@@ -429,6 +366,7 @@ def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, 
     minimum when the profile is convex; slow when that optimum is rank-deficient). Returns
     W, b and ``(objective, history, n_iter, converged, relative W change)``, the objective
     being the profile one."""
+    m = W0.shape[1]
     eps = 1e-10 * jnp.maximum(1.0, jnp.sum(W0**2))
     e0, v0 = jnp.linalg.eigh(omega0)
     precision0 = lam * (v0 / e0) @ v0.T
@@ -442,13 +380,12 @@ def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, 
         return lam * (evecs / omega_evals) @ evecs.T  # λ Ω⁻¹
 
     def objective(W, b):
-        return profile_objective(W, b, X, y, task, weights, ridge, penalty, args, False, noise)
+        return data_loss(term, W, b) + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args)
 
     def body(s):
         W, b, prev, _, hist, it = s
         precision = jnp.where(it == 0, precision0, precision_of(W, it))
-        W_new, b_new = gaussian_w_step(X, y, task, weights, noise, precision, ridge, W, b, m,
-                                       fit_intercept=fit_intercept, rows=rows)
+        W_new, b_new = gaussian_w_step(term, precision, ridge, W, b)
         f = objective(W_new, b_new)
         change = jnp.linalg.norm(W_new - W) / jnp.maximum(1.0, jnp.linalg.norm(W_new))
         return W_new, b_new, f, change, hist.at[it].set(f), it + 1
@@ -465,17 +402,17 @@ def profile_alternating(X, y, task, weights, noise, ridge, lam, omega_spectrum, 
     return W, b, (f, hist, it, it < max_iter, change)
 
 
-@partial(jax.jit, static_argnames=("m",))
-def _logistic_w_step(X, y, task, weights, precision, W0, b0, m):
+@jax.jit
+def _logistic_w_step(term: LogisticTerm, precision, W0, b0):
     """Exact (Newton–CG) minimiser over (W, b) of the weighted logistic loss + ½tr(W P Wᵀ)."""
-    d = X.shape[1]
+    d, m = W0.shape
+    X, task, weights = term.X, term.task, term.weights
     Xa = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1)
     pen = jnp.diag(jnp.concatenate([jnp.ones(d), jnp.zeros(1)]))
 
     def fun(theta):
         W, b = theta[:, :d].T, theta[:, d]
-        return (_data_loss(X, y, task, weights, W, b, True, 1.0)
-                + 0.5 * jnp.sum(W * (W @ precision)))
+        return data_loss(term, W, b) + 0.5 * jnp.sum(W * (W @ precision))
 
     def blocks(theta):
         f = jnp.sum(Xa * theta[task], axis=1)
@@ -488,10 +425,12 @@ def _logistic_w_step(X, y, task, weights, precision, W0, b0, m):
     return theta[:, :d].T, theta[:, d]
 
 
-def _w_step(X, y, task, weights, precision, W0, b0, m, classification, noise, rows=None):
-    if classification:
-        return _logistic_w_step(X, y, task, weights, precision, W0, b0, m)
-    return _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m, rows)
+def w_step(term, precision, W0, b0):
+    """The exact W-step argmin_{W, b} L(W, b) + ½ tr(W P Wᵀ) for a data term from
+    :func:`~bayesmtl.inference.stats.data_term` and a task precision P (m, m)."""
+    if isinstance(term, LogisticTerm):
+        return _logistic_w_step(term, precision, W0, b0)
+    return _gaussian_w_step(term, precision, W0, b0)
 
 
 def quadratic_penalty(W, args):
@@ -500,32 +439,29 @@ def quadratic_penalty(W, args):
     return 0.5 * jnp.sum(e * jnp.sum((W @ Q) ** 2, axis=0))
 
 
-def _gaussian_w_step(X, y, task, weights, noise, precision, W0, b0, m, rows):
+def _gaussian_w_step(term, precision, W0, b0):
     """Exact Gaussian W-step: per-task solves when the precision is diagonal; otherwise the
-    profile ADMM of :mod:`~bayesmtl.models.matrix_normal` with the quadratic coupling as its
-    penalty (eigen-factored per-task W-solves, the coupling's prox in P's eigenbasis,
-    Anderson acceleration), warm-started at the previous W, solved to 1e-14; when the ADMM
-    does not converge within its cap (a badly conditioned P) block-Jacobi PCG finishes from
-    its iterate."""
+    profile ADMM with the quadratic coupling as its penalty (eigen-factored per-task
+    W-solves, the coupling's prox in P's eigenbasis, Anderson acceleration), warm-started at
+    the previous W, solved to 1e-14; when the ADMM does not converge within its cap (a badly
+    conditioned P) block-Jacobi PCG finishes from its iterate."""
     P = np.asarray(precision)
     if np.array_equal(P, np.diag(np.diag(P))):
-        return gaussian_diagonal_solve(X, y, task, weights, noise, jnp.diag(precision), m, rows)
+        return gaussian_diagonal_solve(term, jnp.diag(precision))
     e, Q = jnp.linalg.eigh((precision + precision.T) / 2)
-    W, b, info = profile_admm(X, y, task, weights, noise, 0.0, quadratic_prox,
-                              quadratic_penalty, (Q, jnp.clip(e, 0.0)), W0, b0, m, 20000, 1e-14,
-                              True, rows)
+    W, b, info = profile_admm(term, 0.0, quadratic_prox, quadratic_penalty,
+                              (Q, jnp.clip(e, 0.0)), W0, b0, 20000, 1e-14)
     if not bool(info[3]):  # ill-conditioned coupling: finish by PCG from the ADMM iterate
-        W, b = gaussian_w_step(X, y, task, weights, noise, precision, 0.0, W, b, m, 1e-13,
-                               True, rows)
+        W, b = gaussian_w_step(term, precision, 0.0, W, b, 1e-13)
     return W, b
 
 
-@partial(jax.jit, static_argnames=("m",))
-def gaussian_diagonal_solve(X, y, task, weights, noise, precision_diag, m, rows=None):
-    """The Gaussian W-step for a diagonal task precision: m independent (d+1)² solves
-    (``rows`` as in :func:`_task_blocks`)."""
-    d = X.shape[1]
-    H, rhs = _task_blocks(X, y, task, weights, noise, m, rows=rows)
+@jax.jit
+def gaussian_diagonal_solve(term: GaussianTerm, precision_diag):
+    """The Gaussian W-step for a diagonal task precision (m,): m independent D × D solves."""
+    H, rhs = term.H, term.rhs
+    D = H.shape[-1]
+    d = D - 1  # the W-steps of the family always carry the intercept
     E = jnp.diag(jnp.concatenate([jnp.ones(d), jnp.zeros(1)]))
     theta = jnp.linalg.solve(H + precision_diag[:, None, None] * E, rhs[..., None])[..., 0]
     return theta[:, :d].T, theta[:, d]

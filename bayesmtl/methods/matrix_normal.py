@@ -20,15 +20,15 @@ Every method here is :func:`~bayesmtl.models.matrix_normal.mtl_model`:
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import priors as P
 from ..data import REGRESSION
 from ..inference.profile import gaussian_w_step
+from ..inference.stats import data_term
 from ..models.losses import row_weights
-from ..models.matrix_normal import fit_mtrl, model_inputs, mtl_model
+from ..models.matrix_normal import bucketed_inputs, fit_mtrl, model_inputs, mtl_model
 from .common import history_info, likelihood, map_noise, sample_mtl_model
 from .registry import (
     Fit,
@@ -73,11 +73,10 @@ def _no_sites(fit):
 # ----------------------------------------------------------------------------- fixed Ω
 
 
-@jax.jit(static_argnames=("m",))
-def _solve_fixed(X, y, task, weights, noise, precision, ridge, m):
-    d = X.shape[1]
-    return gaussian_w_step(X, y, task, weights, noise, precision, ridge, jnp.zeros((d, m)),
-                           jnp.zeros(m), m)
+def _solve_fixed(term, precision, ridge):
+    m = precision.shape[0]
+    d = term.rhs.shape[1] - 1
+    return gaussian_w_step(term, precision, ridge, jnp.zeros((d, m)), jnp.zeros(m))
 
 
 def fit_fixed_omega(data, omega, lam, ridge, settings, seed=0) -> Fit:
@@ -86,9 +85,8 @@ def fit_fixed_omega(data, omega, lam, ridge, settings, seed=0) -> Fit:
     if data.kind == REGRESSION:
         precision = lam * np.linalg.inv(omega)
         weights = row_weights(data.task, data.n_tasks, loss_scale)
-        W, b = _solve_fixed(jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task),
-                            jnp.asarray(weights), map_noise(settings), jnp.asarray(precision),
-                            float(ridge), data.n_tasks)
+        term = data_term(data, loss_scale, map_noise(settings))
+        W, b = _solve_fixed(term, jnp.asarray(precision), float(ridge))
         W, b = np.asarray(W), np.asarray(b)
         objective = _fixed_objective(data, W, b, omega, lam, ridge, weights,
                                      map_noise(settings))
@@ -107,7 +105,7 @@ def _generic_map(data, prior, lam, ridge, settings, seed=0, init=None) -> Fit:
     """MAP of mtl_model by L-BFGS on the negative log joint (no closed form)."""
     from ..inference.map import map_estimate
 
-    args, kw = model_inputs(data, settings.resolved_loss_scale())
+    args, kw = bucketed_inputs(data, settings.resolved_loss_scale())
     init_params = None if init is None else {"W": init.W, "b": init.b, **_init_sites(init)}
     r = map_estimate(mtl_model, *args, omega_prior=prior, likelihood=likelihood(data, settings),
                      lam=lam, ridge=ridge, seed=seed, init_params=init_params, **kw)

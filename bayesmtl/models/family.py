@@ -50,7 +50,8 @@ from numpyro.distributions import constraints
 
 from ..data import MultiTaskData
 from ..inference.alternation import FamilyResult, _check_lam, family_objective, fit_family
-from ..inference.profile import _data_loss, _inputs, _w_step
+from ..inference.profile import _inputs, w_step
+from ..inference.stats import GaussianTerm, LogisticTerm, data_loss, data_term
 from ..priors import OmegaPrior
 from .clustered import Clustered
 from .graph import GraphLaplacian, graph_laplacian, mean_regularised
@@ -74,14 +75,16 @@ def fit_pooled(data: MultiTaskData, lam: float = 1.0, *, loss_scale: str = "mean
     """Pooled baseline: one shared (w, b) for all tasks (Ω → 11ᵀ), with the ridge prior
     (λ/2)‖w‖² and the same per-task loss scaling. Columns of W are identical."""
     _check_lam(lam)
-    X, y, task, weights, classification, noise = _inputs(data, loss_scale, noise)
-    zeros = jnp.zeros(X.shape[0], dtype=task.dtype)
-    W, b = _w_step(X, y, zeros, weights, lam * jnp.eye(1), jnp.zeros((X.shape[1], 1)),
-                   jnp.zeros(1), 1, classification, noise)
-    m = data.n_tasks
+    term = data_term(data, loss_scale, noise)
+    if isinstance(term, GaussianTerm):  # one task: the sum of the task blocks
+        pooled = GaussianTerm(term.H.sum(axis=0, keepdims=True),
+                              term.rhs.sum(axis=0, keepdims=True), term.const)
+    else:
+        pooled = LogisticTerm(term.X, term.y, jnp.zeros_like(term.task), term.weights)
+    d, m = data.n_features, data.n_tasks
+    W, b = w_step(pooled, lam * jnp.eye(1), jnp.zeros((d, 1)), jnp.zeros(1))
     W, b = jnp.tile(W, (1, m)), jnp.tile(b, m)
-    f = float(_data_loss(X, y, task, weights, W, b, classification, noise)
-              + 0.5 * lam * jnp.sum(W[:, 0] ** 2))
+    f = float(data_loss(term, W, b) + 0.5 * lam * jnp.sum(W[:, 0] ** 2))
     ones = np.ones((m, m))
     return FamilyResult(np.asarray(W), np.asarray(b), ones, np.full((m, m), np.nan), ones, f,
                         np.asarray([f]), 1, True, 0.0)
