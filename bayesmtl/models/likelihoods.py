@@ -26,10 +26,7 @@ PAPER_SQUARED_LOSS_NOISE = 2.0 ** -0.5
 def _observe(d, y, weights):
     if weights is None:
         return numpyro.sample("y", d, obs=y)
-    weights = jnp.asarray(weights)
-    # weight-0 rows (padding) are masked out; NumPyro's scale must be positive
-    with handlers.mask(mask=weights > 0), handlers.scale(scale=jnp.where(weights > 0,
-                                                                           weights, 1.0)):
+    with handlers.scale(scale=weights):
         return numpyro.sample("y", d, obs=y)
 
 

@@ -116,15 +116,18 @@ def bucket_size(n: int) -> int:
 
 
 def bucketed_inputs(data: MultiTaskData, loss_scale: str = "sum"):
-    """:func:`model_inputs` with the rows padded to :func:`bucket_size` rows: padding rows
-    have x = 0, y = 0, task 0 and weight 0 (no likelihood term), so the log joint is
-    unchanged while every fold of a cross-validation compiles the same shapes."""
+    """:func:`model_inputs` with the rows padded to :func:`bucket_size` rows, so every fold of
+    a cross-validation compiles the same shapes. Padding rows have x = 0, y = 0, task 0 and
+    the smallest positive weight (2.2e-308; NumPyro rejects a zero scale): their log-likelihood
+    terms, bounded by a few units times that weight, vanish below float64 resolution."""
     (X, task, m), kw = model_inputs(data, loss_scale)
     n = X.shape[0]
     pad = bucket_size(n) - n
     weights = jnp.ones(n) if kw["weights"] is None else kw["weights"]
+    tiny = jnp.finfo(weights.dtype).tiny
     return ((jnp.pad(X, ((0, pad), (0, 0))), jnp.pad(task, (0, pad)), m),
-            {"y": jnp.pad(kw["y"], (0, pad)), "weights": jnp.pad(weights, (0, pad))})
+            {"y": jnp.pad(kw["y"], (0, pad)),
+             "weights": jnp.pad(weights, (0, pad), constant_values=tiny)})
 
 
 def predict_linear(X, task, W, b, classification=False):
