@@ -116,7 +116,8 @@ def sweep(args) -> None:
         for method in args.methods.split(","):
             for v in values:
                 size = {**fixed, axis: v}
-                r = run_one(method, size["m"], size["n"], size["d"], args.lam)
+                r = run_one(method, size["m"], size["n"], size["d"], args.lam,
+                            timeout=args.timeout)
                 r["axis"] = axis
                 rows.append(r)
                 table([r])
@@ -180,6 +181,7 @@ def main():
     parser.add_argument("--max-iter", type=int, default=None)
     parser.add_argument("--methods", default="stl,pooled,mtrl,rmtl,schatten,clustered")
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per process")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -191,7 +193,7 @@ def main():
     else:
         print(f"\n{args.m} tasks × {args.n} rows × {args.d} features "
               f"({args.m * args.n:,} rows), λ = {args.lam}\n")
-        table(run_one(method, args.m, args.n, args.d, args.lam, args.max_iter)
+        table(run_one(method, args.m, args.n, args.d, args.lam, args.max_iter, args.timeout)
               for method in args.methods.split(","))
     print(f"\nload average {os.getloadavg()[0]:.2f}")
 

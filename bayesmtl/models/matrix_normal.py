@@ -144,7 +144,9 @@ def omega_from_W(W, eps=0.0):
 def _mtrl_omega_spectrum(a, args):
     del args
     root = jnp.sqrt(a)
-    return root / jnp.sum(root)
+    total = jnp.sum(root)
+    # W = 0: every Ω with tr Ω = 1 is optimal; take I/m
+    return jnp.where(total > 0, root / jnp.maximum(total, 1e-300), 1.0 / a.shape[0])
 
 
 # ----------------------------------------------------------------------------- profile MAP
