@@ -168,3 +168,16 @@ def test_generic_map_compiles_once_for_folds_and_refits():
     first = methods.fit(folds[1], "fixed", {"lam": 0.5, "omega": omega.copy()})[0]
     assert map_module._value_and_grad._cache_size() == compiled
     assert first.converged
+
+
+@pytest.mark.parametrize("d", [2, 6])
+def test_clustered_precision_is_the_inverse_covariance(d):
+    """The clustered member's precision (from the spectrum, no m × m inverse) inverts its Ω,
+    with fewer and with more features than tasks."""
+    from conftest import make_regression
+
+    from bayesmtl.models.family import Clustered, fit_family
+
+    data = make_regression(seed=5, d=d, sizes=(12, 15, 9, 20))[0]
+    r = fit_family(data, Clustered(a=2.0, b=0.05, c=1.0), 0.5)
+    np.testing.assert_allclose(r.precision @ r.omega, np.eye(4), atol=1e-9)

@@ -26,7 +26,7 @@ from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..models.losses import linear_predictor
 
 __all__ = ["TaskMoments", "task_moments", "GaussianTerm", "LogisticTerm", "data_term",
-           "data_loss"]
+           "data_loss", "bucket_size"]
 
 
 class TaskMoments(NamedTuple):
@@ -108,6 +108,16 @@ def task_moments(data: MultiTaskData) -> TaskMoments:
     return cache["moments"]
 
 
+def bucket_size(n: int) -> int:
+    """The smallest 2^k·(1 + j/8) ≥ n (j = 0..7): row counts rounded up by ≤ 12.5 %, so the
+    folds and resamples of one data set share a few shapes (and compiled objectives)."""
+    if n <= 16:
+        return max(n, 1)
+    k = n.bit_length() - 4  # n < 2^(k+4)
+    step = 1 << k
+    return -(-n // step) * step
+
+
 class GaussianTerm(NamedTuple):
     """The Gaussian data loss Σ_i ½θ_iᵀH_iθ_i - r_iᵀθ_i + const (module docstring): H (m, D, D),
     rhs (m, D), const (), with the loss-scale weights and 1/σ² applied. A pytree."""
@@ -119,7 +129,7 @@ class GaussianTerm(NamedTuple):
 
 class LogisticTerm(NamedTuple):
     """The weighted logistic loss on the rows: X (N, d), y (N,) in {0, 1}, task (N,),
-    weights (N,). A pytree."""
+    weights (N,); N padded to :func:`bucket_size` with weight-0 rows. A pytree."""
 
     X: jnp.ndarray
     y: jnp.ndarray
@@ -162,9 +172,10 @@ def data_term(data: MultiTaskData, loss_scale: str = "mean", noise=None,
     :func:`task_moments`), :class:`LogisticTerm` (the rows) for binary classification."""
     noise = resolve_noise(noise)
     weights = task_loss_weights(data, loss_scale)
-    if data.kind == CLASSIFICATION:
-        return LogisticTerm(jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task),
-                            jnp.asarray(weights[data.task]))
+    if data.kind == CLASSIFICATION:  # rows padded to a bucket, weight 0: folds share shapes
+        pad = bucket_size(len(data.y)) - len(data.y)
+        return LogisticTerm(jnp.pad(data.X, ((0, pad), (0, 0))), jnp.pad(data.y, (0, pad)),
+                            jnp.pad(data.task, (0, pad)), jnp.pad(weights[data.task], (0, pad)))
     key = ("gaussian_term", loss_scale, noise, fit_intercept)
     if key not in data._cache:  # the last one only: a λ grid reuses it, nothing piles up
         for old in [k for k in data._cache if isinstance(k, tuple) and k[0] == "gaussian_term"]:

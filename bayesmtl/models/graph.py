@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -77,6 +78,11 @@ class GraphLaplacian(OmegaPrior):
         return state
 
     def covariance(self, state):
+        if not isinstance(state, jax.core.Tracer):
+            P = np.asarray(state)
+            diag = np.diag(P)
+            if not np.any(P - np.diag(diag)):  # diagonal (STL): no m × m decomposition
+                return jnp.diag(np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0))
         return jnp.linalg.pinv(state, hermitian=True)
 
     def omega_step(self, gram, lam, d, state, previous_gram=None):

@@ -51,6 +51,7 @@ from numpyro.distributions import constraints
 from ..data import MultiTaskData
 from ..inference.profile import MTRLResult, omega_from_W_spectrum, profile_objective, solve_profile
 from ..inference.prox import prox_squared_trace_norm
+from ..inference.stats import bucket_size
 from .likelihoods import Gaussian
 from .losses import linear_predictor, row_weights
 
@@ -103,16 +104,6 @@ def model_inputs(data: MultiTaskData, loss_scale: str = "sum"):
         row_weights(data.task, data.n_tasks, loss_scale))
     return (jnp.asarray(data.X), jnp.asarray(data.task), data.n_tasks), {
         "y": jnp.asarray(data.y), "weights": weights}
-
-
-def bucket_size(n: int) -> int:
-    """The smallest 2^k·(1 + j/8) ≥ n (j = 0..7): row counts rounded up by ≤ 12.5 %, so the
-    folds and resamples of one data set share a few shapes (and compiled objectives)."""
-    if n <= 16:
-        return max(n, 1)
-    k = n.bit_length() - 4  # n < 2^(k+4)
-    step = 1 << k
-    return -(-n // step) * step
 
 
 def bucketed_inputs(data: MultiTaskData, loss_scale: str = "sum"):
