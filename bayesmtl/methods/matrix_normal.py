@@ -25,8 +25,8 @@ import numpy as np
 
 from .. import priors as P
 from ..data import REGRESSION
-from ..inference.profile import gaussian_w_step
-from ..inference.stats import data_term
+from ..inference.profile import gaussian_diagonal_solve, gaussian_w_step
+from ..inference.stats import data_loss, data_term
 from ..models.losses import row_weights
 from ..models.matrix_normal import bucketed_inputs, fit_mtrl, model_inputs, mtl_model
 from .common import history_info, likelihood, map_noise, sample_mtl_model
@@ -124,9 +124,15 @@ def _fit_stl(data, hyper, settings, init=None):
     from ..models.family import GraphLaplacian, fit_family
 
     del init
-    m = data.n_tasks
+    m, lam = data.n_tasks, hyper["lam"]
+    if data.kind == REGRESSION:  # m independent ridge regressions, no m × m matrix
+        term = data_term(data, settings.resolved_loss_scale(), map_noise(settings))
+        W, b = gaussian_diagonal_solve(term, jnp.full(m, float(lam)))
+        objective = float(data_loss(term, W, b) + 0.5 * lam * jnp.sum(W**2))
+        return Fit(np.asarray(W), np.asarray(b), {"omega": np.eye(m)}, objective, True,
+                   {"n_iter": 1})
     member = GraphLaplacian(np.zeros((m, m)), ridge=1.0)  # precision I: independent tasks
-    r = fit_family(data, member, hyper["lam"], loss_scale=settings.resolved_loss_scale(),
+    r = fit_family(data, member, lam, loss_scale=settings.resolved_loss_scale(),
                    noise=map_noise(settings))
     return Fit(r.W, r.b, {"omega": np.eye(m)}, r.objective, r.converged, {"n_iter": r.n_iter},
                r)
