@@ -12,6 +12,10 @@ high-water mark, data included (X alone is m·n·d·8 bytes).
         --methods stl,pooled,mtrl,rmtl,schatten,clustered,glmtl,spats,reconstruction
     # scaling in m, n and d with fitted exponents and a log-log plot
     .venv/bin/python benchmarks/bench_scale.py --sweep --methods stl,mtrl,clustered
+    # the alternating members: time their first outer iterations (W-step, Ω-step)
+    .venv/bin/python benchmarks/bench_scale.py --steps 2 --n 100 --methods spats,reconstruction
+    # rerun some methods × axes, keeping the rest of results_scale.json
+    .venv/bin/python benchmarks/bench_scale.py --sweep --merge --axes m --methods stl
 """
 
 from __future__ import annotations
@@ -115,12 +119,20 @@ SWEEPS = {"m": ([100, 300, 1000, 3000, 10000], {"n": 100, "d": 50}),
 
 
 def sweep(args) -> None:
+    path = os.path.join(os.path.dirname(__file__), "results_scale.json")
+    axes = args.axes.split(",")
+    methods = args.methods.split(",")
     results = []
-    for axis, (values, fixed) in SWEEPS.items():
+    if args.merge and os.path.exists(path):  # keep the other rows of an earlier sweep
+        with open(path) as f:
+            results = [r for r in json.load(f)
+                       if not (r["axis"] in axes and r["method"] in methods)]
+    for axis in axes:
+        values, fixed = SWEEPS[axis]
         print(f"\n### varying {axis} ({', '.join(f'{k} = {v}' for k, v in fixed.items())})\n")
         rows = []
         table([])
-        for method in args.methods.split(","):
+        for method in methods:
             for v in values:
                 size = {**fixed, axis: v}
                 r = run_one(method, size["m"], size["n"], size["d"], args.lam,
@@ -133,7 +145,7 @@ def sweep(args) -> None:
     print("| method | axis | pass over the rows | second fit | first fit (compiles) "
           "| peak RSS |")
     print("|---|---|---|---|---|---|")
-    for method in args.methods.split(","):
+    for method in sorted({r["method"] for r in results}):
         for axis in SWEEPS:
             rs = [r for r in results if r["method"] == method and r["axis"] == axis
                   and "error" not in r]
@@ -147,9 +159,38 @@ def sweep(args) -> None:
                   f"{slope([r['second_s'] for r in rs]):.2f} | "
                   f"{slope([r['first_s'] for r in rs]):.2f} | "
                   f"{slope([r['peak_mb'] for r in rs]):.2f} |")
-    with open(os.path.join(os.path.dirname(__file__), "results_scale.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(results, f, indent=1)
     plot(results, os.path.join(os.path.dirname(__file__), "scale_loglog.png"))
+
+
+def steps(args) -> None:
+    """Time the first ``--steps`` outer iterations (W-step, then Ω-step) of the alternating
+    members of ``--methods`` (glmtl, spats, reconstruction), plain alternation from W = 0."""
+    import jax.numpy as jnp
+
+    from bayesmtl.inference.profile import w_step
+    from bayesmtl.inference.stats import data_term
+    from bayesmtl.models import family as F
+
+    members = {"glmtl": F.SparsePrecision, "spats": F.SparseCovariance,
+               "reconstruction": F.SparseReconstruction}
+    data = synthetic(args.m, args.n, args.d)
+    term = data_term(data)
+    d, m = args.d, args.m
+    print("| member | outer iteration | W-step (s) | Ω-step (s) |\n|---|---|---|---|")
+    for name in args.methods.split(","):
+        member = members[name](EXTRA[name]["lam2"])
+        W, b, state = jnp.zeros((d, m)), jnp.zeros(m), member.initial_state(m)
+        for it in range(args.steps):
+            t0 = time.perf_counter()
+            W, b = w_step(term, args.lam * member.precision(state), W, b)
+            W.block_until_ready()
+            t1 = time.perf_counter()
+            state = member.omega_step(W.T @ W, args.lam, d, state)
+            state.block_until_ready()
+            print(f"| {name} | {it + 1} | {t1 - t0:.2f} | {time.perf_counter() - t1:.2f} |",
+                  flush=True)
 
 
 def plot(results, path) -> None:
@@ -188,14 +229,21 @@ def main():
     parser.add_argument("--max-iter", type=int, default=None)
     parser.add_argument("--methods", default="stl,pooled,mtrl,rmtl,schatten,clustered")
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--axes", default="m,n,d", help="sweep axes (subset of m,n,d)")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only these methods × axes in results_scale.json")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per process")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="time this many outer iterations of the alternating members")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args)))
         return
     print(f"load average {os.getloadavg()[0]:.2f}")
-    if args.sweep:
+    if args.steps:
+        steps(args)
+    elif args.sweep:
         sweep(args)
     else:
         print(f"\n{args.m} tasks × {args.n} rows × {args.d} features "

@@ -49,7 +49,11 @@ def dual_lower_bound(data, W):
     return sum(scale * t @ y - 0.5 * scale**2 * t @ t for y, t in zip(ys, thetas, strict=True))
 
 
-def fit(data, **kw):
+def fit(data, cached=False, **kw):
+    """The MAP; unless ``cached``, the per-task sufficient statistics are recomputed (the
+    timed run then includes the pass over the rows, as cvxpy's does)."""
+    if not cached:
+        data._cache.clear()
     return fit_schatten(data, Schatten(1.0, RHO**2 / 2), 1.0, loss_scale="sum", noise=1.0,
                         fit_intercept=False, **kw)
 
@@ -93,6 +97,9 @@ def main(with_cvxpy, repeats):
     r, *times = timed(lambda: fit(data), repeats)
     rows.append((f"bayesmtl ADMM, default tol 1e-12 ({r.n_iter} map evaluations)", *times,
                  primal(data, r.W)))
+    r, *times = timed(lambda: fit(data, cached=True), repeats)
+    rows.append(("the same, statistics cached (a refit on the same data, e.g. a λ path)",
+                 *times, primal(data, r.W)))
     _, run_default, _, _ = timed(lambda: fit(data), 1, warm=0)
     print(f"compile (first call minus a warm call): {first - run_default:.2f} s")
 

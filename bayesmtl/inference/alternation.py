@@ -19,7 +19,7 @@ from ..data import MultiTaskData, require_data
 from ..errors import ConvergenceWarning
 from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..priors import OmegaPrior
-from .profile import _data_loss, omega_from_W_spectrum, solve_profile, w_step
+from .profile import _data_loss, omega_from_W_spectrum, reciprocal_spectrum, solve_profile, w_step
 from .stats import data_loss, data_term
 
 
@@ -180,7 +180,7 @@ def _fit_profile(data, member, lam, loss_scale, noise, method, max_iter, tol, in
                       init=None if init is None else init[:2])
     omega = np.asarray(r.omega)
     # P = Ω⁻¹ from the same spectral decomposition (O(m d²) for m > d, not an m × m inverse)
-    precision = np.asarray(omega_from_W_spectrum(
-        jnp.asarray(r.W), lambda a, args: 1.0 / spectrum(a, args), args))
+    precision = np.asarray(omega_from_W_spectrum(jnp.asarray(r.W),
+                                                 reciprocal_spectrum(spectrum), args))
     return FamilyResult(r.W, r.b, omega, precision, omega, r.objective, r.history,
                         r.n_iter, r.converged, r.residual)

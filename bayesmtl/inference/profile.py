@@ -17,6 +17,7 @@ the logistic likelihood) live here too.
 from __future__ import annotations
 
 import warnings
+from functools import cache, partial
 from typing import NamedTuple
 
 import jax
@@ -32,6 +33,7 @@ from .solvers import fista, newton_cg
 from .stats import GaussianTerm, LogisticTerm, data_loss, data_term
 
 
+@partial(jax.jit, static_argnames=("spectrum",))
 def omega_from_W_spectrum(W, spectrum, args=(), eps=0.0):
     """Ω (m, m) = V diag(spectrum(a, args)) Vᵀ where WᵀW + εI = V diag(a) Vᵀ.
 
@@ -49,6 +51,15 @@ def omega_from_W_spectrum(W, spectrum, args=(), eps=0.0):
     a = jnp.concatenate([s**2 + eps, jnp.full(m - d, eps, s.dtype)])
     e = spectrum(a, args)
     return e[-1] * jnp.eye(m) + (Vt.T * (e[:d] - e[-1])) @ Vt
+
+
+@cache
+def reciprocal_spectrum(spectrum):
+    """a ↦ 1 / spectrum(a, args): the precision's eigenvalues (one function object per
+    spectrum, so the jitted :func:`omega_from_W_spectrum` compiles it once)."""
+    def reciprocal(a, args):
+        return 1.0 / spectrum(a, args)
+    return reciprocal
 
 
 class MTRLResult(NamedTuple):

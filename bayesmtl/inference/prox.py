@@ -203,6 +203,7 @@ def prox_squared_schatten(W, tau, p):
     return (U * x) @ Vt
 
 
+@jax.jit
 def clustered_spectrum(g, a, b, c):
     """σ (k,) minimising Σ g_i / σ_i over {Σ σ_i = a, b ≤ σ_i ≤ c} for g (k,) ≥ 0:
     σ_i = clip(√g_i / θ, b, c), θ > 0 by bisection on log θ (MALSAR's CMTL projection)."""
