@@ -61,9 +61,6 @@ def map_estimate(model, *model_args, init_params=None, max_iter=5000, ftol=1e-15
     u0, unravel = ravel_pytree(info.z)
     arrays, spec = _split_inputs(model, model_args, model_kwargs)
 
-    def objective(u):
-        return _objective(u, arrays, info.z, spec)
-
     def fun(u):
         v, g = _value_and_grad(u, arrays, info.z, spec)
         return float(v), np.asarray(g, dtype=np.float64)

@@ -26,11 +26,10 @@ import numpy as np
 
 from ..data import require_data
 from ..errors import ConvergenceWarning
-from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..models.losses import linear_predictor, row_weights
 from .prox import quadratic_prox
 from .solvers import fista, newton_cg
-from .stats import GaussianTerm, LogisticTerm, data_loss, data_term
+from .stats import GaussianTerm, LogisticTerm, data_loss, data_term, resolve_noise
 
 
 @partial(jax.jit, static_argnames=("spectrum",))
@@ -94,13 +93,9 @@ def profile_objective(W, b, X, y, task, weights, ridge, penalty, args, classific
 def _inputs(data, loss_scale, noise):
     """The rows as JAX arrays (for the samplers and the row-based reference objectives)."""
     classification = data.kind == "classification"
-    if noise is None:
-        noise = PAPER_SQUARED_LOSS_NOISE
-    if not noise > 0:
-        raise ValueError(f"noise must be positive; got {noise}")
     weights = row_weights(data.task, data.n_tasks, loss_scale)
     return (jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task),
-            jnp.asarray(weights), classification, float(noise))
+            jnp.asarray(weights), classification, resolve_noise(noise))
 
 
 def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, omega0,

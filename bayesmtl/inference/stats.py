@@ -23,10 +23,10 @@ import numpy as np
 
 from ..data import CLASSIFICATION, MultiTaskData
 from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
-from ..models.losses import linear_predictor
+from ..models.losses import linear_predictor, task_loss_weights
 
 __all__ = ["TaskMoments", "task_moments", "GaussianTerm", "LogisticTerm", "data_term",
-           "data_loss", "bucket_size"]
+           "data_loss", "bucket_size", "padded_rows", "resolve_noise"]
 
 
 class TaskMoments(NamedTuple):
@@ -118,6 +118,14 @@ def bucket_size(n: int) -> int:
     return -(-n // step) * step
 
 
+def padded_rows(X, y, task, weights, fill=0.0):
+    """(X, y, task, weights) as JAX arrays padded to :func:`bucket_size` rows: x = 0, y = 0,
+    task 0 and weight ``fill`` (no likelihood term at 0)."""
+    pad = bucket_size(len(y)) - len(y)
+    return (jnp.pad(X, ((0, pad), (0, 0))), jnp.pad(y, (0, pad)), jnp.pad(task, (0, pad)),
+            jnp.pad(weights, (0, pad), constant_values=fill))
+
+
 class GaussianTerm(NamedTuple):
     """The Gaussian data loss Σ_i ½θ_iᵀH_iθ_i - r_iᵀθ_i + const (module docstring): H (m, D, D),
     rhs (m, D), const (), with the loss-scale weights and 1/σ² applied. A pytree."""
@@ -149,15 +157,6 @@ def gaussian_term(moments: TaskMoments, task_weights, noise: float,
                         jnp.asarray(cross) * c_jax[:, None], jnp.asarray(0.5 * c @ moments.yy))
 
 
-def task_loss_weights(data: MultiTaskData, loss_scale: str) -> np.ndarray:
-    """(m,) weight of each task's rows: 1 for ``"sum"``, 1/n_i for ``"mean"``."""
-    if loss_scale == "sum":
-        return np.ones(data.n_tasks)
-    if loss_scale == "mean":
-        return 1.0 / np.maximum(data.n_per_task, 1)
-    raise ValueError(f"loss_scale must be 'sum' or 'mean'; got {loss_scale!r}")
-
-
 def resolve_noise(noise) -> float:
     """σ of the Gaussian likelihood (default 1/√2: the squared loss (y - f)²)."""
     noise = PAPER_SQUARED_LOSS_NOISE if noise is None else noise
@@ -171,11 +170,9 @@ def data_term(data: MultiTaskData, loss_scale: str = "mean", noise=None,
     """The data term of ``data``: :class:`GaussianTerm` for regression (from the cached
     :func:`task_moments`), :class:`LogisticTerm` (the rows) for binary classification."""
     noise = resolve_noise(noise)
-    weights = task_loss_weights(data, loss_scale)
+    weights = task_loss_weights(data.n_per_task, loss_scale)
     if data.kind == CLASSIFICATION:  # rows padded to a bucket, weight 0: folds share shapes
-        pad = bucket_size(len(data.y)) - len(data.y)
-        return LogisticTerm(jnp.pad(data.X, ((0, pad), (0, 0))), jnp.pad(data.y, (0, pad)),
-                            jnp.pad(data.task, (0, pad)), jnp.pad(weights[data.task], (0, pad)))
+        return LogisticTerm(*padded_rows(data.X, data.y, data.task, weights[data.task]))
     key = ("gaussian_term", loss_scale, noise, fit_intercept)
     if key not in data._cache:  # the last one only: a λ grid reuses it, nothing piles up
         for old in [k for k in data._cache if isinstance(k, tuple) and k[0] == "gaussian_term"]:

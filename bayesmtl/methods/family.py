@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import ConvergenceWarning, HyperparameterError
 from ..inference.prox import clustered_spectrum
 from ..models import family as F
+from ..models.clustered import padded_singular_values
 from ..models.matrix_normal import model_inputs
 from .common import fixed_noise, history_info, likelihood, map_noise
 from .matrix_normal import LAM, LAM_GRID
@@ -222,13 +223,12 @@ def _fit_clustered(data, hyper, settings, init=None):
 
 
 def _warn_if_reduced_to_stl(result, member):
-    s = np.linalg.svd(result.W, compute_uv=False)
+    s = np.asarray(padded_singular_values(result.W))
     rank = int(np.sum(s > 1e-8 * max(s.max(initial=0.0), 1e-300)))
     if rank == 0:
         return
     # Ω's eigenvalues are the clustered spectrum of WᵀW's (no m × m eigendecomposition)
-    s2 = np.concatenate([s**2, np.zeros(max(result.W.shape[1] - s.size, 0))])
-    omega_eigs = np.asarray(clustered_spectrum(s2, member.a, member.b, member.c))
+    omega_eigs = np.asarray(clustered_spectrum(s**2, member.a, member.b, member.c))
     if np.sum(omega_eigs >= member.c * (1 - 1e-6)) >= rank:
         warnings.warn(
             f"clustered: every direction of W (rank {rank}) sits at the upper bound c = "

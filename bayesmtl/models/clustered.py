@@ -94,7 +94,8 @@ def _clustered_omega_spectrum(g, args):
     return clustered_spectrum(g, a, b, c)
 
 
-def _padded_singular_values(W):
+def padded_singular_values(W):
+    """The m singular values of W (d, m), zeros appended when d < m."""
     s = jnp.linalg.svd(W, compute_uv=False)
     return jnp.concatenate([s, jnp.zeros(max(W.shape[1] - s.shape[0], 0), s.dtype)])
 
@@ -102,5 +103,5 @@ def _padded_singular_values(W):
 def clustered_penalty(W, args):
     """Profile penalty R(W) = min_Ω (λ/2) tr(W Ω⁻¹ Wᵀ) over the clustered set (spectral)."""
     lam, a, b, c = args
-    s2 = _padded_singular_values(W) ** 2
+    s2 = padded_singular_values(W) ** 2
     return 0.5 * lam * jnp.sum(s2 / clustered_spectrum(s2, a, b, c))

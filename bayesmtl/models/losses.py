@@ -23,14 +23,21 @@ def logistic(f, y01):
 LOSSES = {"squared": squared, "logistic": logistic}
 
 
+def task_loss_weights(counts, loss_scale: str = "sum") -> np.ndarray:
+    """(m,) weight of each task's rows from its row count n_i: 1 for ``"sum"``, ``1/n_i`` for
+    ``"mean"``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if loss_scale == "sum":
+        return np.ones(len(counts))
+    if loss_scale == "mean":
+        return 1.0 / np.maximum(counts, 1.0)
+    raise ValueError(f"loss_scale must be 'sum' or 'mean'; got {loss_scale!r}")
+
+
 def row_weights(task: np.ndarray, n_tasks: int, loss_scale: str = "sum") -> np.ndarray:
     """(N,) weight of each row: 1 for ``"sum"``, ``1/n_i`` for ``"mean"``."""
-    if loss_scale == "sum":
-        return np.ones(len(task))
-    if loss_scale == "mean":
-        counts = np.bincount(task, minlength=n_tasks).astype(np.float64)
-        return 1.0 / counts[task]
-    raise ValueError(f"loss_scale must be 'sum' or 'mean'; got {loss_scale!r}")
+    task = np.asarray(task)
+    return task_loss_weights(np.bincount(task, minlength=n_tasks), loss_scale)[task]
 
 
 def linear_predictor(X, task, W, b):

@@ -51,7 +51,7 @@ from numpyro.distributions import constraints
 from ..data import MultiTaskData
 from ..inference.profile import MTRLResult, omega_from_W_spectrum, profile_objective, solve_profile
 from ..inference.prox import prox_squared_trace_norm
-from ..inference.stats import bucket_size
+from ..inference.stats import padded_rows
 from .likelihoods import Gaussian
 from .losses import linear_predictor, row_weights
 
@@ -107,18 +107,16 @@ def model_inputs(data: MultiTaskData, loss_scale: str = "sum"):
 
 
 def bucketed_inputs(data: MultiTaskData, loss_scale: str = "sum"):
-    """:func:`model_inputs` with the rows padded to :func:`bucket_size` rows, so every fold of
-    a cross-validation compiles the same shapes. Padding rows have x = 0, y = 0, task 0 and
-    the smallest positive weight (2.2e-308; NumPyro rejects a zero scale): their log-likelihood
-    terms, bounded by a few units times that weight, vanish below float64 resolution."""
+    """:func:`model_inputs` with the rows padded to a bucket size (:func:`padded_rows`), so
+    every fold of a cross-validation compiles the same shapes. Padding rows have x = 0, y = 0,
+    task 0 and the smallest positive weight (2.2e-308; NumPyro rejects a zero scale): their
+    log-likelihood terms, bounded by a few units times that weight, vanish below float64
+    resolution."""
     (X, task, m), kw = model_inputs(data, loss_scale)
-    n = X.shape[0]
-    pad = bucket_size(n) - n
-    weights = jnp.ones(n) if kw["weights"] is None else kw["weights"]
-    tiny = jnp.finfo(weights.dtype).tiny
-    return ((jnp.pad(X, ((0, pad), (0, 0))), jnp.pad(task, (0, pad)), m),
-            {"y": jnp.pad(kw["y"], (0, pad)),
-             "weights": jnp.pad(weights, (0, pad), constant_values=tiny)})
+    weights = jnp.ones(X.shape[0]) if kw["weights"] is None else kw["weights"]
+    X, y, task, weights = padded_rows(X, kw["y"], task, weights,
+                                      fill=jnp.finfo(weights.dtype).tiny)
+    return (X, task, m), {"y": y, "weights": weights}
 
 
 def predict_linear(X, task, W, b, classification=False):
