@@ -120,6 +120,21 @@ def fit(args):
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 
+def timed_outer_steps(term, member, lam, d, m, n_steps):
+    """The first ``n_steps`` outer iterations of the plain alternation from W = 0 (the loop of
+    :func:`~bayesmtl.models.family.fit_family` with ``extrapolation=0`` and without the dual
+    warm start of the Ω-step): yields (W, b, state, W-step seconds, Ω-step seconds)."""
+    W, b, state = jnp.zeros((d, m)), jnp.zeros(m), member.initial_state(m)
+    for _ in range(n_steps):
+        t0 = time.perf_counter()
+        W, b = w_step(term, lam * member.precision(state), W, b)
+        W.block_until_ready()
+        t1 = time.perf_counter()
+        state = member.omega_step(W.T @ W, lam, d, state)
+        state.block_until_ready()
+        yield W, b, state, t1 - t0, time.perf_counter() - t1
+
+
 def steps(args):
     """The first ``--max-outer`` outer iterations of the plain glMTL alternation (the loop of
     :func:`~bayesmtl.models.family.fit_family` with ``extrapolation=0`` and without the dual
@@ -128,21 +143,14 @@ def steps(args):
     train, test = load_school(args.split)
     member = F.SparsePrecision(args.lam2)
     X, y, task, weights, classification, noise = _inputs(train, "mean", None)
-    term = data_term(train)
     d, m = train.n_features, train.n_tasks
-    W, b, state = jnp.zeros((d, m)), jnp.zeros(m), member.initial_state(m)
     print("| outer iteration | W-step (s) | Ω-step (s) | objective F |\n|---|---|---|---|")
-    for it in range(args.max_outer):
-        t0 = time.perf_counter()
-        W, b = w_step(term, args.lam * member.precision(state), W, b)
-        W.block_until_ready()
-        t1 = time.perf_counter()
-        state = member.omega_step(W.T @ W, args.lam, d, state)
-        state.block_until_ready()
-        t2 = time.perf_counter()
+    outer = timed_outer_steps(data_term(train), member, args.lam, d, m, args.max_outer)
+    for it, (W, b, state, w_seconds, omega_seconds) in enumerate(outer):
         f = F.family_objective(W, b, state, member, X, y, task, weights, args.lam,
                                classification, noise)
-        print(f"| {it + 1} | {t1 - t0:.2f} | {t2 - t1:.2f} | {float(f):.6f} |", flush=True)
+        print(f"| {it + 1} | {w_seconds:.2f} | {omega_seconds:.2f} | {float(f):.6f} |",
+              flush=True)
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

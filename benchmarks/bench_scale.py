@@ -167,30 +167,17 @@ def sweep(args) -> None:
 def steps(args) -> None:
     """Time the first ``--steps`` outer iterations (W-step, then Ω-step) of the alternating
     members of ``--methods`` (glmtl, spats, reconstruction), plain alternation from W = 0."""
-    import jax.numpy as jnp
+    from bench_glasso import MEMBERS, timed_outer_steps
 
-    from bayesmtl.inference.profile import w_step
     from bayesmtl.inference.stats import data_term
-    from bayesmtl.models import family as F
 
-    members = {"glmtl": F.SparsePrecision, "spats": F.SparseCovariance,
-               "reconstruction": F.SparseReconstruction}
-    data = synthetic(args.m, args.n, args.d)
-    term = data_term(data)
-    d, m = args.d, args.m
+    term = data_term(synthetic(args.m, args.n, args.d))
     print("| member | outer iteration | W-step (s) | Ω-step (s) |\n|---|---|---|---|")
     for name in args.methods.split(","):
-        member = members[name](EXTRA[name]["lam2"])
-        W, b, state = jnp.zeros((d, m)), jnp.zeros(m), member.initial_state(m)
-        for it in range(args.steps):
-            t0 = time.perf_counter()
-            W, b = w_step(term, args.lam * member.precision(state), W, b)
-            W.block_until_ready()
-            t1 = time.perf_counter()
-            state = member.omega_step(W.T @ W, args.lam, d, state)
-            state.block_until_ready()
-            print(f"| {name} | {it + 1} | {t1 - t0:.2f} | {time.perf_counter() - t1:.2f} |",
-                  flush=True)
+        member = MEMBERS[name](EXTRA[name]["lam2"])
+        outer = timed_outer_steps(term, member, args.lam, args.d, args.m, args.steps)
+        for it, (*_, w_seconds, omega_seconds) in enumerate(outer):
+            print(f"| {name} | {it + 1} | {w_seconds:.2f} | {omega_seconds:.2f} |", flush=True)
 
 
 def plot(results, path) -> None:
