@@ -257,15 +257,15 @@ def test_nonnegative_qp_batches_agree_and_certify():
     from bayesmtl.inference.solvers import nonnegative_qp
 
     rng = np.random.default_rng(3)
-    V = rng.normal(size=(12, 4))
-    Q = V @ V.T  # rank 4
+    V = rng.normal(size=(4, 12))
+    Q = V.T @ V  # rank 4
     fixed = np.zeros((12, 5), bool)
     fixed[2, :] = True
     # c = Qz + |e|: bounded below (cᵀv = |e|ᵀv ≥ 0 for v ≥ 0 with Qv = 0)
     C = Q @ rng.normal(size=(12, 5)) + np.abs(rng.normal(size=(12, 5)))
     C[:, 0] = np.abs(C[:, 0])  # x = 0 is optimal for this column
-    x, res = nonnegative_qp(Q, C, fixed)
-    x1, res1 = nonnegative_qp(Q, C, fixed, max_entries=144)
+    x, res = nonnegative_qp(V, C, fixed)
+    x1, res1 = nonnegative_qp(V, C, fixed, max_entries=48)
     assert bool(res.converged) and bool(res1.converged)
     x, x1, s = np.asarray(x), np.asarray(x1), np.asarray(res.multiplier)
     assert (x >= 0).all() and (s[~fixed] >= 0).all() and np.all(x[fixed] == 0)

@@ -4,7 +4,8 @@
 * :func:`graphical_lasso` — glMTL: the graphical lasso, by projected Newton on its dual;
   :func:`graphical_lasso_subgradient` is its KKT residual.
 * :func:`sparse_covariance_step` — SPATS: proximal gradient with Barzilai–Borwein steps.
-* :func:`reconstruction_step` — the sparse linear-span form: a lasso in A by ADMM.
+* :func:`reconstruction_step` — the sparse linear-span form: a lasso in A by an interior
+  point, finished by coordinate descent.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from .prox import clustered_spectrum, prox_l1
-from .solvers import admm, projected_newton
+from .solvers import nonnegative_qp, projected_newton, row_coordinate_descent
 
 
 @jax.jit
@@ -197,31 +198,50 @@ def sparse_covariance_step(gram, lam, lam2, omega0, max_iter=20000, tol=1e-9):
     return s[0]
 
 
-@partial(jax.jit, static_argnames=("rank", "max_iter"))
-def reconstruction_step(gram, lam, lam2, A0, mask, rank=None, max_iter=50000):
-    """argmin_A (λ/2) tr((I - A)ᵀ G (I - A)) + λ₂‖A‖₁ over A with A = A ∘ mask, by ADMM
-    (A = Z split; the Z-update is the masked soft-threshold). The A-update
-    (λG + ρI)A = λG + ρV is V + Q diag(λe/(λe + ρ)) Qᵀ(I - V) with G = Q diag(e) Qᵀ
-    restricted to G's ``rank`` leading eigenvectors (G = WᵀW has rank ≤ d, so with
-    ``rank`` = min(d, m) each iteration costs O(m² d) instead of O(m³); exact)."""
+@partial(jax.jit, static_argnames=("rank", "max_sweeps"))
+def reconstruction_step(gram, lam, lam2, A0, mask, rank=None, max_sweeps=1000, tol=1e-6):
+    """argmin_A (λ/2) tr((I - A)ᵀ G (I - A)) + λ₂‖A‖₁ over A with A = A ∘ mask.
+
+    Column i is a lasso with Gram matrix G: (λ/2)aᵀGa - λg_iᵀa + λ₂‖a‖₁. With G = FᵀF,
+    F = diag(√e) Qᵀ from G's ``rank`` leading eigenpairs (G = WᵀW has rank ≤ d, so
+    ``rank`` = min(d, m) is exact), the split a = a⁺ - a⁻ ≥ 0 is a non-negative QP with
+    factor √λ [F, -F], solved for every column by the interior point of
+    :func:`~bayesmtl.inference.solvers.nonnegative_qp` (O(m² d²) per iteration, ~16
+    iterations, to a duality gap of 1e-12). Coordinate descent from that point, with the
+    entries below their multiplier set to zero
+    (:func:`~bayesmtl.inference.solvers.row_coordinate_descent`, soft-thresholding), makes
+    the zeros exact; it stops when the lassos' summed duality gap (dual point: the scaled
+    residual) is ≤ ``tol`` relative to their summed objective, or after ``max_sweeps``.
+    That gap is a bound that shrinks only like the square root of the objective's error:
+    on a School A-step (139 tasks, rank 27) it is 1e-5 after 10 sweeps, when the objective
+    is already within 3e-12 of the optimum. The former solver, ADMM in G's eigenbasis,
+    took ~5,000 iterations (2–9 s) per School A-step and stopped 2.8e-9 above the optimum.
+    ``A0`` is unused (kept for the interface).
+    """
+    del A0
     m = gram.shape[0]
     evals, Q = jnp.linalg.eigh(gram)
     k = m if rank is None else min(rank, m)
     evals, Q = jnp.clip(evals[m - k:], 0.0), Q[:, m - k:]
     eye = jnp.eye(m)
+    factor = jnp.sqrt(evals)[:, None] * Q.T  # (k, m), factorᵀ factor = G (rank k)
+    H = lam * (factor.T @ factor)  # λG in the rank-k form the QP solves
+    x, qp = nonnegative_qp(jnp.sqrt(lam) * jnp.concatenate([factor, -factor], axis=1),
+                           jnp.concatenate([lam2 - H, lam2 + H]), jnp.tile(mask == 0, (2, 1)))
+    x = jnp.where(x > qp.multiplier, x, 0.0)
 
-    def x_update(A, V, rho):
-        del A
-        return V + Q @ ((lam * evals / (lam * evals + rho))[:, None] * (Q.T @ (eye - V)))
+    def duality_gap(A, grad):
+        """Σ_i (primal - dual) / max(1, Σ_i primal) of the column lassos, at the dual point
+        θ_i = c_i F̃(e_i - a_i), c_i = min(1, λ₂/max_s|∇_si|) (masked), F̃ᵀF̃ = λG; grad =
+        λG(A - I), so (e_i - a_i)ᵀλG(e_i - a_i) = -Σ_s (I - A)_si ∇_si and
+        (e_i - a_i)ᵀλG e_i = -∇_ii."""
+        q = -jnp.sum((eye - A) * grad, axis=0)
+        primal = 0.5 * q + lam2 * jnp.sum(jnp.abs(A), axis=0)
+        c = jnp.minimum(1.0, lam2 / jnp.maximum(jnp.max(jnp.abs(grad) * mask, axis=0), 1e-300))
+        dual = -c * jnp.diag(grad) - 0.5 * c**2 * q
+        return jnp.sum(primal - dual) / jnp.maximum(1.0, jnp.sum(primal))
 
-    def z_update(V, rho):
-        return prox_l1(V, lam2 / rho) * mask
-
-    ident = lambda x: x  # noqa: E731
-    rho0 = jnp.maximum(lam * jnp.sum(evals) / m, 1e-8)
-    A0 = A0 * mask
-    # dual warm start: the scaled dual at a fixed point with A = Z = A0 is λG(I - A0)/ρ
-    U0 = lam * gram @ (eye - A0) / rho0
-    res = admm(x_update, z_update, ident, ident, A0, A0, U0, rho0=rho0,
-               max_iter=max_iter, abs_tol=1e-11, rel_tol=1e-9, relaxation=1.6)
-    return res.z
+    A, *_ = row_coordinate_descent(H, -H, x[:m] - x[m:], mask,
+                                   lambda v, step: prox_l1(v, lam2 * step), duality_gap,
+                                   max_sweeps=max_sweeps, tol=tol)
+    return A

@@ -28,7 +28,7 @@ from ..data import require_data
 from ..errors import ConvergenceWarning
 from ..models.losses import linear_predictor, row_weights
 from .prox import quadratic_prox
-from .solvers import fista, newton_cg
+from .solvers import DENSE_SYSTEM_MAX, coupled_block_solve, fista, newton_cg
 from .stats import GaussianTerm, LogisticTerm, data_loss, data_term, resolve_noise
 
 
@@ -335,28 +335,18 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
 @jax.jit
 def gaussian_w_step(term: GaussianTerm, precision, ridge, W0, b0, tol=1e-13):
     """Exact minimiser over (W, b) of L(W, b) + ½ tr(W P Wᵀ) + (ρ/2)‖W‖² for the Gaussian
-    ``term`` and a task precision P (m, m), by block-Jacobi preconditioned conjugate
-    gradients. Without intercept (d × d blocks) b is zero."""
+    ``term`` and a task precision P (m, m): the linear system blockdiag(H_i) + (P + ρI) ⊗ E
+    (E on w, not b) by :func:`~bayesmtl.inference.solvers.coupled_block_solve` (block-Jacobi
+    CG; a small system that CG does not solve in 250 steps, e.g. with a nearly singular P, is
+    factored). Without intercept (d × d blocks) b is zero."""
     d, m = W0.shape
     H, rhs = term.H, term.rhs
     D = H.shape[-1]
     fit_intercept = D == d + 1
-    pen = jnp.ones(D).at[d:].set(0.0)  # prior acts on w, not b
-
-    def matvec(theta):  # theta (m, D)
-        W = theta[:, :d].T
-        coupling = (W @ precision + ridge * W).T  # (m, d)
-        return jnp.einsum("mij,mj->mi", H, theta) + jnp.pad(coupling, ((0, 0), (0, D - d)))
-
-    diag = (jnp.diag(precision) + ridge)[:, None, None] * jnp.diag(pen)[None]
-    M_chol = jnp.linalg.cholesky(H + diag)
-
-    def precond(r):  # block-Jacobi: solve each task's D×D block
-        return jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(M_chol, r)
-
+    selector = jnp.ones(D).at[d:].set(0.0)  # prior acts on w, not b
     theta0 = jnp.concatenate([W0.T, b0[:, None]], axis=1) if fit_intercept else W0.T
-    theta, _ = jax.scipy.sparse.linalg.cg(matvec, rhs, x0=theta0, M=precond,
-                                          tol=tol, maxiter=20 * D * m)
+    theta = coupled_block_solve(H, precision + ridge * jnp.eye(m), selector, rhs, theta0,
+                                tol=tol)
     b = theta[:, d] if fit_intercept else jnp.zeros(m, theta.dtype)
     return theta[:, :d].T, b
 
@@ -446,14 +436,19 @@ def quadratic_penalty(W, args):
 
 
 def _gaussian_w_step(term, precision, W0, b0):
-    """Exact Gaussian W-step: per-task solves when the precision is diagonal; otherwise the
-    profile ADMM with the quadratic coupling as its penalty (eigen-factored per-task
-    W-solves, the coupling's prox in P's eigenbasis, Anderson acceleration), warm-started at
-    the previous W, solved to 1e-14; when the ADMM does not converge within its cap (a badly
-    conditioned P) block-Jacobi PCG finishes from its iterate."""
+    """Exact Gaussian W-step: per-task solves when the precision is diagonal; for a system
+    of at most ``solvers.DENSE_SYSTEM_MAX`` unknowns (m·(d+1)), :func:`gaussian_w_step`
+    (block-Jacobi CG, factored when CG is slow: a nearly singular P, as the reconstruction
+    member's on School, kept the ADMM below at its cap for ~30 s per W-step; the Cholesky
+    of the 3,892 × 3,892 system takes < 1 s); otherwise the profile ADMM with the quadratic
+    coupling as its penalty (eigen-factored per-task W-solves, the coupling's prox in P's
+    eigenbasis, Anderson acceleration), warm-started at the previous W, solved to 1e-14, and
+    when it does not converge within its cap block-Jacobi PCG finishes from its iterate."""
     P = np.asarray(precision)
     if np.array_equal(P, np.diag(np.diag(P))):
         return gaussian_diagonal_solve(term, jnp.diag(precision))
+    if term.rhs.size <= DENSE_SYSTEM_MAX:
+        return gaussian_w_step(term, precision, 0.0, W0, b0, 1e-13)
     e, Q = jnp.linalg.eigh((precision + precision.T) / 2)
     W, b, info = profile_admm(term, 0.0, quadratic_prox, quadratic_penalty,
                               (Q, jnp.clip(e, 0.0)), W0, b0, 20000, 1e-14)

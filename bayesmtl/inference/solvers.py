@@ -310,6 +310,77 @@ def newton_cg(fun, theta0, blocks, max_newton=30, tol=1e-14):
     return damped_newton(fun, direction, theta0, max_iter=max_newton, tol=tol)
 
 
+# ----------------------------------------------------------------------------- coupled blocks
+#
+# The W-steps of the coupled models (the family's Gaussian W-step given a task precision,
+# AMTL's Newton steps) solve systems blockdiag(H_1..H_m) + K ⊗ diag(e): per-task (D, D) blocks
+# plus an (m, m) task coupling on the penalised coordinates e. Block-Jacobi preconditioned CG
+# never forms the (mD, mD) matrix; when the coupling is badly conditioned (a nearly singular
+# task precision) CG crawls, and for small systems the dense Cholesky is cheap.
+
+DENSE_SYSTEM_MAX = 6000  # systems up to this size (m·D, 288 MB) may be factored densely
+CG_BEFORE_FACTORING = 250  # ... when block-Jacobi CG has not solved them in this many steps
+
+
+def coupled_block_system(blocks, coupling, selector):
+    """(mD, mD) matrix ``blockdiag(blocks) + coupling ⊗ diag(selector)``.
+
+    blocks (m, D, D); coupling (m, m); selector (D,) 1 on the coupled coordinates. Row/column
+    index t·D + k (x (m, D) raveled).
+    """
+    m, D, _ = blocks.shape
+    H = jnp.kron(coupling, jnp.diag(selector)).reshape(m, D, m, D)
+    tasks = jnp.arange(m)
+    return H.at[tasks, :, tasks, :].add(blocks).reshape(m * D, m * D)
+
+
+def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
+                        solve="auto", cg_steps=CG_BEFORE_FACTORING, max_cg=None,
+                        dense_max=DENSE_SYSTEM_MAX, jitter=0.0, accept_tol=None):
+    """x (m, D) solving ``(blockdiag(blocks) + coupling ⊗ diag(selector)) x = rhs``.
+
+    The matrix must be symmetric positive definite (``jitter`` is added to its diagonal).
+    Block-Jacobi preconditioned CG (the diagonal blocks with the coupling's diagonal,
+    factored once) to relative residual ``tol``. With ``solve="auto"`` and m·D ≤
+    ``dense_max``, a system CG has not solved to relative residual ``accept_tol`` (default
+    ``tol``) in ``cg_steps`` steps is factored instead (Cholesky of
+    :func:`coupled_block_system`); larger systems get ``max_cg`` CG steps (default 20 mD).
+    ``solve="cg"`` / ``"factor"`` force one method. A failed factorisation (non-finite)
+    returns the CG iterate. Jit-able (``solve``, ``cg_steps``, ``max_cg`` and ``dense_max``
+    must be static).
+    """
+    m, D, _ = blocks.shape
+    if solve not in ("auto", "cg", "factor"):
+        raise ValueError(f"solve must be 'auto', 'cg' or 'factor'; got {solve!r}")
+    may_factor = solve == "auto" and m * D <= dense_max
+    diag = blocks + jnp.diag(coupling)[:, None, None] * jnp.diag(selector)[None]
+    chol = jnp.linalg.cholesky(diag + jitter * jnp.eye(D))
+
+    def precond(r):
+        return jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(chol, r)
+
+    def matvec(x):
+        return (jnp.einsum("tij,tj->ti", blocks, x) + jitter * x
+                + (coupling @ (x * selector)) * selector)
+
+    def factored(fallback):
+        H = coupled_block_system(blocks, coupling, selector) + jitter * jnp.eye(m * D)
+        x = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(H), True), rhs.ravel())
+        x = x.reshape(m, D)
+        return jnp.where(jnp.all(jnp.isfinite(x)), x, fallback)
+
+    x0 = precond(rhs) if x0 is None else x0
+    if solve == "factor":
+        return factored(x0)
+    steps = cg_steps if may_factor else (20 * m * D if max_cg is None else max_cg)
+    x, _ = jax.scipy.sparse.linalg.cg(matvec, rhs, x0=x0, M=precond, tol=tol, maxiter=steps)
+    if not may_factor:
+        return x
+    accept = tol if accept_tol is None else accept_tol
+    solved = jnp.linalg.norm(matvec(x) - rhs) <= accept * jnp.linalg.norm(rhs)
+    return jax.lax.cond(solved, lambda x: x, factored, x)
+
+
 # ----------------------------------------------------------------------------- projected Newton
 
 
@@ -354,6 +425,44 @@ def projected_newton(value, direction, project, x0, *, stop, max_iter=200):
     return x, it, stalled
 
 
+# ----------------------------------------------------------------------- row coordinate descent
+
+
+def row_coordinate_descent(H, C, B0, mask, prox, certificate, *, max_sweeps=1000, tol=1e-8):
+    """min_B Σ_t ½b_tᵀHb_t + c_tᵀb_t + φ(b_t) over B (p, k) with B = B ∘ mask, for a shared
+    H (p, p) ⪰ 0 and a separable φ: exact cyclic coordinate descent, one row s of B for every
+    column at once, b_s ← prox(b_s - g_s/H_ss, 1/H_ss) with the gradient G = HB + C kept up
+    to date by rank-one updates (a sweep costs O(p²k), independent of the data).
+
+    prox(v, step) (v (k,), step scalar): the prox of step·φ_s (a projection, a soft
+    threshold); certificate(B, G) -> scalar, 0 at the optimum (a relative KKT violation or
+    duality gap); rows with H_ss = 0 stay at 0. Stops when the certificate is ≤ tol or after
+    ``max_sweeps``. Returns B, G, the certificate and the sweeps run. Fast from a nearly
+    optimal start (the interior point's, with its zeros set); alone it crawls on degenerate
+    problems (H singular). Jit-able.
+    """
+    p = H.shape[0]
+    diag = jnp.diag(H)
+    step = jnp.where(diag > 0, 1.0 / jnp.where(diag > 0, diag, 1.0), 0.0)
+
+    def row(s, state):
+        B, G = state
+        new = prox(B[s] - G[s] * step[s], step[s]) * mask[s]
+        new = jnp.where(diag[s] > 0, new, 0.0)
+        return B.at[s].set(new), G + jnp.outer(H[:, s], new - B[s])
+
+    def body(state):
+        B, G, _, it = state
+        B, G = jax.lax.fori_loop(0, p, row, (B, G))
+        G = H @ B + C  # refresh: no drift from the rank-one updates
+        return B, G, certificate(B, G), it + 1
+
+    B0 = B0 * mask
+    G0 = H @ B0 + C
+    return jax.lax.while_loop(lambda s: (s[3] < max_sweeps) & (s[2] > tol), body,
+                              (B0, G0, certificate(B0, G0), 0))
+
+
 # ----------------------------------------------------------------------------- interior point
 
 
@@ -373,20 +482,36 @@ class NonnegativeQPResult(NamedTuple):
     residual: jax.Array
 
 
-def _nonnegative_qp_columns(Q, C, free, scale, max_iter, tol):
-    """The interior-point loop of :func:`nonnegative_qp` on k columns at once (C, free (p, k))."""
+def _nonnegative_qp_columns(V, C, free, scale, max_iter, tol):
+    """The interior-point loop of :func:`nonnegative_qp` on k columns at once (C, free (p, k)),
+    Q = VᵀV with V (r, p)."""
     p, k = C.shape
-    both = free[:, None, :] & free[None, :, :]
-    Q_free = jnp.moveaxis(jnp.where(both, Q[:, :, None], 0.0), 2, 0)  # (k, p, p)
     count = jnp.maximum(jnp.sum(free, axis=0), 1)
+    delta = 1e-12 * scale  # primal regularisation of the Newton systems (not of the problem)
+    V_free = V[None, :, :] * free.T[:, None, :]  # (k, r, p): Q restricted to the free entries
 
-    def newton(x, s, dual_residual, complementarity):
+    def times_Q(x):
+        return V.T @ (V @ x)
+
+    def factorize(x, s):
+        """D = S/X (+ δ) and the Cholesky factors of I + V D⁻¹ Vᵀ (k, r, r): computed once per
+        iteration and shared by the predictor and the corrector (two concurrent batched
+        LAPACK calls deadlocked XLA's CPU runtime on this 2-core machine)."""
+        inv = 1.0 / jnp.where(free, s / x + delta, 1.0)
+        scaled = V_free * inv.T[:, None, :]  # V D⁻¹ (k, r, p)
+        chol = jnp.linalg.cholesky(jnp.eye(V.shape[0]) + scaled @ jnp.swapaxes(V_free, 1, 2))
+        return inv, scaled, chol
+
+    def solve(factors, rhs):  # Woodbury: (D + VᵀV)⁻¹ = D⁻¹ - D⁻¹Vᵀ(I + V D⁻¹ Vᵀ)⁻¹ V D⁻¹
+        inv, scaled, chol = factors
+        t = (scaled @ rhs.T[:, :, None])[:, :, 0]  # V D⁻¹ rhs (k, r)
+        u = jax.vmap(lambda L, r: jax.scipy.linalg.cho_solve((L, True), r))(chol, t)
+        return inv * (rhs - (jnp.swapaxes(V_free, 1, 2) @ u[:, :, None])[:, :, 0].T)
+
+    def newton(factors, x, s, dual_residual, complementarity):
         """Newton step of Qx + c - s = 0, x∘s = target: (Q + S/X) Δx = -r_d - r_c/x."""
-        system = Q_free + jax.vmap(jnp.diag)(jnp.where(free, s / x, 1.0).T)
-        chol = jnp.linalg.cholesky(system)
         rhs = jnp.where(free, -dual_residual - complementarity / x, 0.0)
-        dx = jax.vmap(lambda L, r: jax.scipy.linalg.cho_solve((L, True), r))(chol, rhs.T).T
-        dx = jnp.where(free, dx, 0.0)
+        dx = jnp.where(free, solve(factors, rhs), 0.0)
         return dx, jnp.where(free, (-complementarity - s * dx) / x, 0.0)
 
     def longest_step(v, dv):  # (k,) the largest a ≤ 1 with v + a dv ≥ 0 on the free entries
@@ -395,20 +520,21 @@ def _nonnegative_qp_columns(Q, C, free, scale, max_iter, tol):
 
     def certificate(x, s):
         gap = jnp.max(jnp.sum(jnp.where(free, x * s, 0.0), axis=0))
-        dual = jnp.max(jnp.abs(jnp.where(free, Q @ x + C - s, 0.0)))
+        dual = jnp.max(jnp.abs(jnp.where(free, times_Q(x) + C - s, 0.0)))
         return jnp.maximum(gap, dual) / scale
 
     def body(state):
         x, s, it, _ = state
-        dual_residual = jnp.where(free, Q @ x + C - s, 0.0)
+        dual_residual = jnp.where(free, times_Q(x) + C - s, 0.0)
         xs = jnp.where(free, x * s, 0.0)
         mu = jnp.sum(xs, axis=0) / count
-        dx, ds = newton(x, s, dual_residual, xs)  # affine-scaling predictor
+        factors = factorize(x, s)
+        dx, ds = newton(factors, x, s, dual_residual, xs)  # affine-scaling predictor
         a_primal, a_dual = longest_step(x, dx), longest_step(s, ds)
         mu_affine = jnp.sum(jnp.where(free, (x + a_primal * dx) * (s + a_dual * ds), 0.0),
                             axis=0) / count
         sigma = (mu_affine / jnp.maximum(mu, jnp.finfo(x.dtype).tiny)) ** 3
-        dx, ds = newton(x, s, dual_residual,
+        dx, ds = newton(factors, x, s, dual_residual,
                         jnp.where(free, xs - sigma * mu + dx * ds, 0.0))  # corrector
         a = 0.99 * jnp.minimum(longest_step(x, dx), longest_step(s, ds))
         x, s = jnp.where(free, x + a * dx, 0.0), jnp.where(free, s + a * ds, 1.0)
@@ -423,33 +549,37 @@ def _nonnegative_qp_columns(Q, C, free, scale, max_iter, tol):
     return x, s, it, residual
 
 
-def nonnegative_qp(Q, C, fixed=None, *, max_iter=100, tol=1e-12, max_entries=2**24):
+def nonnegative_qp(V, C, fixed=None, *, max_iter=100, tol=1e-12, max_entries=2**24):
     """min_x ½xᵀQx + cᵀx subject to x ≥ 0 (and x_j = 0 where ``fixed``), for every column c of
-    C (p, k) at once; Q (p, p) symmetric positive semidefinite, possibly singular.
+    C (p, k) at once; Q = VᵀV (p, p) positive semidefinite, possibly singular, given by its
+    factor V (r, p) (e.g. √(2λ) W for the Gram matrix of W; r ≤ p for a thin factor).
 
     Mehrotra's predictor-corrector primal-dual interior-point method on the optimality
-    conditions Qx + c = s, x∘s = 0, x, s ≥ 0: each iteration factors Q + diag(s/x) (positive
-    definite even where Q is singular, so rank-deficient problems converge in the same
-    ~10-20 iterations) for each column. Columns go through the loop together, in batches of
-    at most ``max_entries`` entries of the (batch, p, p) systems. The certificate is the
-    duality gap xᵀs with the dual residual (:class:`NonnegativeQPResult`); the result is
-    interior (no exact zeros): entries with x < s are at their bound to the certificate's
-    accuracy. Bounded below unless some v ≥ 0 has Qv = 0 and cᵀv < 0 (then the method does
-    not converge). Jit-able.
+    conditions Qx + c = s, x∘s = 0, x, s ≥ 0. Each iteration solves with Q + diag(s/x)
+    (positive definite even where Q is singular, so rank-deficient problems converge in the
+    same ~10-20 iterations) for each column, by the Woodbury identity: one r × r Cholesky
+    per iteration, O(r²p) per column, shared by the predictor and the corrector. Columns go
+    through the loop together, in batches of at most
+    ``max_entries`` entries of the (batch, r, p) array. The
+    certificate is the duality gap xᵀs with the dual residual (:class:`NonnegativeQPResult`);
+    the result is interior (no exact zeros): entries with x < s are at their bound to the
+    certificate's accuracy. Bounded below unless some v ≥ 0 has Qv = 0 and cᵀv < 0 (then the
+    method does not converge). Jit-able.
 
     Returns x (p, k) and a :class:`NonnegativeQPResult`.
     """
-    Q, C = jnp.asarray(Q), jnp.asarray(C)
+    C = jnp.asarray(C)
     p, k = C.shape
     fixed = jnp.zeros((p, k), bool) if fixed is None else jnp.asarray(fixed, bool)
-    scale = jnp.maximum(1.0, jnp.maximum(jnp.max(jnp.abs(jnp.diag(Q))), jnp.max(jnp.abs(C))))
-    batch = max(1, min(k, max_entries // max(p * p, 1)))
+    V = jnp.asarray(V)
+    scale = jnp.maximum(1.0, jnp.maximum(jnp.max(jnp.sum(V**2, axis=0)), jnp.max(jnp.abs(C))))
+    batch = max(1, min(k, max_entries // max(p * V.shape[0], 1)))
     if batch >= k:
-        x, s, it, residual = _nonnegative_qp_columns(Q, C, ~fixed, scale, max_iter, tol)
+        x, s, it, residual = _nonnegative_qp_columns(V, C, ~fixed, scale, max_iter, tol)
     else:
         def column(c_free):
             c, free = c_free
-            x, s, it, residual = _nonnegative_qp_columns(Q, c[:, None], free[:, None], scale,
+            x, s, it, residual = _nonnegative_qp_columns(V, c[:, None], free[:, None], scale,
                                                          max_iter, tol)
             return x[:, 0], s[:, 0], it, residual
 

@@ -83,7 +83,15 @@ from ..errors import (
     TooFewSamplesError,
     TransferGraphError,
 )
-from ..inference.solvers import damped_newton, fista, nonnegative_qp
+from ..inference.solvers import (
+    CG_BEFORE_FACTORING,
+    coupled_block_solve,
+    coupled_block_system,
+    damped_newton,
+    fista,
+    nonnegative_qp,
+    row_coordinate_descent,
+)
 from .losses import LOSSES, linear_predictor
 from .reconstruction import reconstruction_residual, zero_diagonal
 
@@ -273,21 +281,14 @@ def _penalty_selector(D: int, d: int):
     return jnp.concatenate([jnp.ones(d), jnp.zeros(D - d)])
 
 
-DENSE_NEWTON_MAX = 6000  # W-step Newton systems up to this size (m·D) may be factored
-CG_BEFORE_FACTORING = 250  # ... when block-Jacobi CG has not solved them in this many steps
-
-
 def newton_system(blocks, coupling, selector):
     """(mD, mD) matrix ``blockdiag(blocks) + coupling ⊗ diag(selector)`` of the W-step.
 
     blocks (m, D, D) per-task loss Hessians; coupling (m, m) task coupling 2λ(I - B)(I - B)ᵀ;
     selector (D,) 1 on the penalised (w) coordinates. Row/column index t·D + k (θ (m, D)
-    raveled).
+    raveled). (:func:`~bayesmtl.inference.solvers.coupled_block_system`.)
     """
-    m, D, _ = blocks.shape
-    H = jnp.kron(coupling, jnp.diag(selector)).reshape(m, D, m, D)
-    tasks = jnp.arange(m)
-    return H.at[tasks, :, tasks, :].add(blocks).reshape(m * D, m * D)
+    return coupled_block_system(blocks, coupling, selector)
 
 
 def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
@@ -296,9 +297,10 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
 
     τ_t = 1 + μ ‖b_t^o‖₁ (1 for "noloss"). Newton's method on the exact Hessian
     ``blockdiag(τ_t ∇²L_t) + 2λ (I - B)(I - B)ᵀ ⊗ E`` (E selects w from (w, b)), so for the
-    squared loss the W-step is one linear solve. Each Newton system is solved by conjugate
-    gradients preconditioned with the per-task diagonal blocks (relative residual 1e-12); with
-    ``solve="auto"`` and m·D ≤ ``DENSE_NEWTON_MAX``, a system CG has not solved to relative
+    squared loss the W-step is one linear solve. Each Newton system goes to
+    :func:`~bayesmtl.inference.solvers.coupled_block_solve`: conjugate gradients
+    preconditioned with the per-task diagonal blocks (relative residual 1e-12); with
+    ``solve="auto"`` and m·D ≤ ``solvers.DENSE_SYSTEM_MAX``, a system CG has not solved to relative
     residual 1e-10 in ``CG_BEFORE_FACTORING`` steps is factored instead (Cholesky of the
     (mD, mD) matrix, :func:`newton_system`); larger systems get up to 10 mD CG steps.
     ``solve="cg"`` / ``"factor"`` force one method (tests). Well-conditioned systems stay on
@@ -311,7 +313,6 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
     m, D = theta0.shape
     if solve not in ("auto", "cg", "factor"):
         raise ValueError(f"solve must be 'auto', 'cg' or 'factor'; got {solve!r}")
-    may_factor = solve == "auto" and m * D <= DENSE_NEWTON_MAX
     B = zero_diagonal(B)
     tempering = 1.0 + mu * jnp.sum(B, axis=1) if loss_dependent else jnp.ones(m)
     IB = jnp.eye(m) - B
@@ -323,40 +324,17 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
         return (jnp.sum(tempering * task_losses(theta, arrays, loss))
                 + lam * jnp.sum((W @ IB) ** 2))
 
-    def coupling(theta):  # (m, D): 2λ [W M]ᵀ on the w coordinates
-        return jnp.pad(2.0 * lam * (theta[:, :d].T @ M).T, ((0, 0), (0, D - d)))
-
     def direction(theta):
         _, g1, g2 = _row_derivatives(task_scores(theta, arrays), arrays.y, loss)
         scale = tempering[:, None] * arrays.weight
-        g = jnp.einsum("tn,tnk->tk", scale * g1, arrays.X) + coupling(theta)
+        g = (jnp.einsum("tn,tnk->tk", scale * g1, arrays.X)
+             + 2.0 * lam * (M @ (theta * E)) * E)
         blocks = jnp.einsum("tni,tnj->tij", arrays.X * (scale * g2)[:, :, None], arrays.X)
-        diag = blocks + 2.0 * lam * jnp.diag(M)[:, None, None] * jnp.diag(E)[None]
-        jitter = 1e-13 * jnp.maximum(1.0, jnp.trace(diag, axis1=1, axis2=2) / D)
-        chol = jnp.linalg.cholesky(diag + jitter[:, None, None] * jnp.eye(D))
-
-        def precond(r):
-            return jax.vmap(lambda c, ri: jax.scipy.linalg.cho_solve((c, True), ri))(chol, r)
-
-        def hvp(v):
-            return jnp.einsum("tij,tj->ti", blocks, v) + coupling(v)
-
-        def factored(_):
-            H = newton_system(blocks, 2.0 * lam * M, E) + jnp.max(jitter) * jnp.eye(m * D)
-            delta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(H), True), -g.ravel())
-            delta = delta.reshape(m, D)
-            # a failed factorisation (NaN) falls back to the preconditioned gradient
-            return jnp.where(jnp.all(jnp.isfinite(delta)), delta, precond(-g))
-
-        if solve == "factor":
-            delta = factored(None)
-        else:
-            delta, _ = jax.scipy.sparse.linalg.cg(
-                hvp, -g, x0=precond(-g), M=precond, tol=1e-12,
-                maxiter=CG_BEFORE_FACTORING if may_factor else 10 * m * D)
-        if may_factor:
-            solved = jnp.linalg.norm(hvp(delta) + g) <= 1e-10 * jnp.linalg.norm(g)
-            delta = jax.lax.cond(solved, lambda _: delta, factored, None)
+        diagonal = blocks + 2.0 * lam * jnp.diag(M)[:, None, None] * jnp.diag(E)[None]
+        jitter = 1e-13 * jnp.maximum(1.0, jnp.max(jnp.trace(diagonal, axis1=1, axis2=2)) / D)
+        delta = coupled_block_solve(blocks, 2.0 * lam * M, E, -g, tol=1e-12, solve=solve,
+                                    cg_steps=CG_BEFORE_FACTORING, max_cg=10 * m * D,
+                                    jitter=jitter, accept_tol=1e-10)
         return delta, jnp.vdot(g, delta)
 
     return damped_newton(value, direction, theta0)
@@ -428,9 +406,10 @@ def _b_step_directed(W, source_loss, lam, mu, max_sweeps=1000, tol=1e-8):
     features it was still 5e-4 above the optimum, KKT residual 5e-4, after 1,000 sweeps).
     :func:`~bayesmtl.inference.solvers.nonnegative_qp` (Mehrotra's interior point, ~15
     iterations whatever the rank) reaches the optimum to a duality gap of 1e-12; entries
-    below their multiplier are set to zero and coordinate descent from there, one row of B
-    for every column at once (R = GB - G; b_s ← max(0, b_s - (2λR_s + r_s)/(2λG_ss))), makes
-    the zeros exact. Stops when the largest violation of the KKT conditions (∇ = 2λR + r ≥ 0
+    below their multiplier are set to zero and coordinate descent from there
+    (:func:`~bayesmtl.inference.solvers.row_coordinate_descent`, one row of B for every
+    column at once: b_s ← max(0, b_s - ∇_s/(2λG_ss)), ∇ = 2λ(GB - G) + r) makes the zeros
+    exact. Stops when the largest violation of the KKT conditions (∇ = 2λR + r ≥ 0
     where b = 0, = 0 where b > 0) is below ``tol`` · max(1, max |∇|), usually within a few
     sweeps. No warm start: the interior point starts afresh (coordinate descent from the
     previous B rarely met the tolerance in 20 sweeps and made the alternation slower).
@@ -439,35 +418,19 @@ def _b_step_directed(W, source_loss, lam, mu, max_sweeps=1000, tol=1e-8):
     G = W.T @ W
     r = mu * source_loss
     mask = 1.0 - jnp.eye(m, dtype=W.dtype)
-    diag = jnp.diag(G)
-    inv = jnp.where(diag > 0, 1.0 / (2.0 * lam * jnp.where(diag > 0, diag, 1.0)), 0.0)
+    d = W.shape[0]
+    factor = W if d <= m else jnp.linalg.qr(W, mode="r")  # G = factorᵀ factor, thin
+    C = r[:, None] - 2.0 * lam * G
+    x, qp = nonnegative_qp(jnp.sqrt(2.0 * lam) * factor, C, jnp.eye(m, dtype=bool))
 
-    def row(s, state):
-        B, R = state
-        grad = 2.0 * lam * R[s] + r[s]
-        new = jnp.maximum(B[s] - grad * inv[s], 0.0) * mask[s]
-        new = jnp.where(diag[s] > 0, new, 0.0)  # a zero task vector transfers nothing
-        return B.at[s].set(new), R + jnp.outer(G[:, s], new - B[s])
-
-    def violation(B, R):
-        grad = 2.0 * lam * R + r[:, None]
+    def violation(B, grad):  # largest KKT violation relative to max(1, max |∇|)
         kkt = jnp.where(B > 0, jnp.abs(grad), jnp.maximum(-grad, 0.0)) * mask
         return jnp.max(kkt) / jnp.maximum(1.0, jnp.max(jnp.abs(grad * mask)))
 
-    def body(state):
-        B, R, _, it = state
-        B, R = jax.lax.fori_loop(0, m, row, (B, R))
-        R = G @ B - G  # refresh: no drift from the rank-one updates
-        return B, R, violation(B, R), it + 1
-
-    def cond(state):
-        return (state[3] < max_sweeps) & (state[2] > tol)
-
-    x, qp = nonnegative_qp(2.0 * lam * G, r[:, None] - 2.0 * lam * G,
-                           jnp.eye(m, dtype=bool))
-    B0 = jnp.where(x > qp.multiplier, x, 0.0) * mask
-    R0 = G @ B0 - G
-    B, _, res, it = jax.lax.while_loop(cond, body, (B0, R0, violation(B0, R0), 0))
+    start = jnp.where(x > qp.multiplier, x, 0.0)
+    B, _, res, it = row_coordinate_descent(2.0 * lam * G, C, start, mask,
+                                           lambda v, step: jnp.maximum(v, 0.0), violation,
+                                           max_sweeps=max_sweeps, tol=tol)
     return B, BStepResult(it, res <= tol, res)
 
 
