@@ -27,14 +27,14 @@ if _cache not in ("", "0") and not _jax.config.jax_compilation_cache_dir:
     _jax.config.update("jax_compilation_cache_dir", _cache)
     _jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
-from .data import MultiTaskData  # noqa: E402
+from .data import MultiTaskData, TaskStatistics  # noqa: E402
 
 __version__ = "0.1.0"
 
 #: subpackages and modules reachable as ``bayesmtl.<name>`` (imported lazily)
 SUBMODULES = ("data", "errors", "priors", "methods", "models", "inference", "estimators",
               "selection", "datasets", "plots", "io", "cli", "deep", "transfer", "report")
-__all__ = ["MultiTaskData", "__version__", *SUBMODULES]
+__all__ = ["MultiTaskData", "TaskStatistics", "__version__", *SUBMODULES]
 
 
 def __getattr__(name: str):

@@ -35,6 +35,7 @@ __all__ = [
     "LabelError",
     "SingleClassWarning",
     "MultiTaskData",
+    "TaskStatistics",
     "Standardizer",
 ]
 
@@ -237,8 +238,11 @@ def _unique_task_ids(task: np.ndarray) -> list:
     return sorted(set(values))
 
 
-def require_data(data, who: str) -> MultiTaskData:
-    """``data`` if it is a MultiTaskData, else a DataError saying how to build one."""
+def require_data(data, who: str, statistics: bool = False) -> MultiTaskData:
+    """``data`` if it is a MultiTaskData (or, with ``statistics=True``, a non-empty
+    :class:`TaskStatistics`), else a DataError saying how to build one."""
+    if statistics and isinstance(data, TaskStatistics):
+        return data.check(who)
     if not isinstance(data, MultiTaskData):
         raise DataError(f"{who} takes a MultiTaskData; got {type(data).__name__}. Build one "
                         "with MultiTaskData.from_arrays(X, y, task) or .from_tasks(...)")
@@ -542,6 +546,142 @@ class MultiTaskData:
             f"{self.n_features} features, n_i in [{self.n_per_task.min()}, "
             f"{self.n_per_task.max()}])"
         )
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+class TaskStatistics:
+    """Regression data of m tasks reduced to their sufficient statistics, built chunk by chunk.
+
+    For the Gaussian likelihood the per-task moments x̃ᵀx̃ (x̃ = (x, 1)), x̃ᵀy and yᵀy
+    determine the log-likelihood of every (W, b) up to nothing (see
+    :mod:`bayesmtl.inference.stats`), so rows can be streamed from disk or a database in
+    chunks of any size and dropped: memory is O(m d²), whatever the number of rows. Fit with
+    ``methods.fit(stats, name, hyper)`` (MAP) for the methods whose ``Method.statistics`` is
+    True; CV, sampling and the estimators need the rows (a :class:`MultiTaskData`).
+
+    ``add`` validates each chunk like :class:`MultiTaskData` does (finite, shapes, known
+    tasks); fitting raises :class:`EmptyTaskError` for a task that never got a row. Scale
+    the features before adding them (the moments of standardised features cannot be had from
+    the raw ones without their means and scales).
+
+    Attributes
+    ----------
+    task_names : tuple of m str; feature_names : tuple of d str
+    moments : :class:`~bayesmtl.inference.stats.TaskMoments` — gram (m, d+1, d+1),
+        cross (m, d+1), yy (m,)
+    kind : always "regression"
+    """
+
+    kind = REGRESSION
+
+    def __init__(self, task_names: Sequence, n_features: int | None = None,
+                 feature_names: Sequence[str] | None = None):
+        from .inference.stats import TaskMoments
+
+        names = tuple(str(t) for t in task_names)
+        if not names:
+            raise EmptyTaskError("no tasks given")
+        if len(set(names)) != len(names):
+            raise ValueError("task names must be unique")
+        if feature_names is None:
+            if n_features is None or isinstance(n_features, bool) or int(n_features) < 1:
+                raise ShapeMismatchError(f"give feature_names or n_features ≥ 1; got "
+                                         f"n_features={n_features!r}")
+            feature_names = tuple(f"x{j}" for j in range(int(n_features)))
+        feature_names = tuple(str(f) for f in feature_names)
+        if n_features is not None and len(feature_names) != n_features:
+            raise ShapeMismatchError(f"{len(feature_names)} feature names for {n_features} "
+                                     f"features")
+        self.task_names, self.feature_names = names, feature_names
+        self.moments = TaskMoments.zeros(len(names), len(feature_names))
+        self._lookup = {t: i for i, t in enumerate(names)}
+        self._cache = {}
+
+    @classmethod
+    def from_chunks(cls, chunks, task_names: Sequence, feature_names=None,
+                    n_features: int | None = None) -> TaskStatistics:
+        """Accumulate an iterable of ``(X (n, d), y (n,), task (n,))`` chunks (task labels
+        as in ``task_names``); ``n_features`` defaults to the first chunk's width."""
+        stats = None
+        for X, y, task in chunks:
+            if stats is None:
+                width = n_features if feature_names is None and n_features is not None \
+                    else (np.shape(X)[1] if np.ndim(X) == 2 and feature_names is None else None)
+                stats = cls(task_names, width, feature_names)
+            stats.add(X, y, task)
+        if stats is None:
+            raise EmptyTaskError("no chunks given")
+        return stats
+
+    @classmethod
+    def from_data(cls, data: MultiTaskData) -> TaskStatistics:
+        """The statistics of a regression :class:`MultiTaskData` (one pass over its rows)."""
+        from .inference.stats import task_moments
+
+        require_data(data, "TaskStatistics.from_data")
+        if data.kind != REGRESSION:
+            raise DataError(f"sufficient statistics determine the Gaussian likelihood only; "
+                            f"got {data.kind} data")
+        stats = cls(data.task_names, feature_names=data.feature_names)
+        stats.moments = type(stats.moments)(*(a.copy() for a in task_moments(data)))
+        return stats
+
+    def add(self, X, y, task) -> TaskStatistics:
+        """Add a chunk of rows: X (n, d), y (n,), task (n,) labels from ``task_names``.
+        Returns self (the moments are accumulated in place)."""
+        X, y, task = np.asarray(X), np.asarray(y), np.asarray(task)
+        d = self.n_features
+        if X.ndim != 2 or X.shape[1] != d:
+            raise ShapeMismatchError(f"X must have shape (n, {d}); got {X.shape}")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or task.ndim != 1 or not len(X) == len(y) == len(task):
+            raise ShapeMismatchError(f"X, y and task must be (n, d), (n,), (n,) with one n; "
+                                     f"got {X.shape}, {y.shape}, {task.shape}")
+        try:
+            X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"X and y must be numeric: {err}") from None
+        labels, inverse = np.unique(task.astype(str), return_inverse=True)
+        unknown = [t for t in labels.tolist() if t not in self._lookup]
+        if unknown:
+            raise UnknownTaskError(f"task label {unknown[0]!r} is not in task_names")
+        index = np.array([self._lookup[t] for t in labels.tolist()], np.int64)[inverse]
+        from .inference.stats import accumulate
+
+        _check_finite("X", X, self.task_names, index)
+        _check_finite("y", y, self.task_names, index)
+        accumulate(self.moments, X, y, index)
+        self._cache.clear()
+        return self
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def n_per_task(self) -> np.ndarray:
+        """(m,) rows added to each task."""
+        return np.rint(self.moments.counts).astype(np.int64)
+
+    def check(self, who: str) -> TaskStatistics:
+        """Self, or :class:`EmptyTaskError` naming the tasks without rows."""
+        empty = np.flatnonzero(self.n_per_task == 0)
+        if empty.size:
+            names = ", ".join(self.task_names[i] for i in empty[:10])
+            raise EmptyTaskError(f"{who}: task(s) with no rows: {names}")
+        return self
+
+    def __repr__(self):
+        n = self.n_per_task
+        return (f"TaskStatistics({self.n_tasks} tasks, {int(n.sum())} rows, "
+                f"{self.n_features} features, n_i in [{n.min()}, {n.max()}])")
 
 
 # ----------------------------------------------------------------------------- scaling

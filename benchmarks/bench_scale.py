@@ -14,6 +14,9 @@ high-water mark, data included (X alone is m·n·d·8 bytes).
     .venv/bin/python benchmarks/bench_scale.py --sweep --methods stl,mtrl,clustered
     # the alternating members: time their first outer iterations (W-step, Ω-step)
     .venv/bin/python benchmarks/bench_scale.py --steps 2 --n 100 --methods spats,reconstruction
+    # 10⁷ rows streamed in chunks of 10⁵ into TaskStatistics (never held together)
+    .venv/bin/python benchmarks/bench_scale.py --m 1000 --n 10000 --d 100 --stream 100000 \
+        --methods stl,mtrl,clustered
     # rerun some methods × axes, keeping the rest of results_scale.json
     .venv/bin/python benchmarks/bench_scale.py --sweep --merge --axes m --methods stl
 """
@@ -46,6 +49,19 @@ def synthetic(m: int, n: int, d: int, seed: int = 0):
     return MultiTaskData.from_arrays(X, y, np.repeat(np.arange(m), n))
 
 
+def synthetic_chunks(m: int, n: int, d: int, chunk: int, seed: int = 0):
+    """The same model as :func:`synthetic`, generated ``chunk`` rows at a time (task-major
+    order, task labels "task<i>"): (X, y, task) chunks for TaskStatistics."""
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(d, 5)) @ rng.normal(size=(5, m))
+    names = np.array([f"task{i}" for i in range(m)])
+    for lo in range(0, m * n, chunk):
+        task = np.arange(lo, min(lo + chunk, m * n)) // n
+        X = rng.normal(size=(len(task), d))
+        y = rng.normal(size=len(task)) + np.einsum("nd,dn->n", X, W[:, task])
+        yield X, y, names[task]
+
+
 def peak_mb() -> int:
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))
     return int(status["VmHWM"].split()[0]) // 1024
@@ -60,13 +76,22 @@ def one(args) -> dict:
     from bayesmtl.methods import Settings
 
     settings = Settings() if args.max_iter is None else Settings(max_iter=args.max_iter)
-    start = time.perf_counter()
-    data = synthetic(args.m, args.n, args.d)
-    out = {"method": args.one, "m": args.m, "n": args.n, "d": args.d,
-           "data_s": time.perf_counter() - start}
-    start = time.perf_counter()
-    task_moments(data)  # the one pass over the rows (cached on the data object)
-    out["rows_s"] = time.perf_counter() - start
+    out = {"method": args.one, "m": args.m, "n": args.n, "d": args.d}
+    if args.stream:  # generate and accumulate chunk by chunk: rows_s includes generating
+        from bayesmtl import TaskStatistics
+
+        start = time.perf_counter()
+        data = TaskStatistics.from_chunks(
+            synthetic_chunks(args.m, args.n, args.d, args.stream),
+            [f"task{i}" for i in range(args.m)], n_features=args.d)
+        out.update(data_s=0.0, rows_s=time.perf_counter() - start, stream=args.stream)
+    else:
+        start = time.perf_counter()
+        data = synthetic(args.m, args.n, args.d)
+        out["data_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        task_moments(data)  # the one pass over the rows (cached on the data object)
+        out["rows_s"] = time.perf_counter() - start
     hyper = {"lam": args.lam, **EXTRA.get(args.one, {})}
     times = []
     for _ in range(2):
@@ -81,9 +106,9 @@ def one(args) -> dict:
     return out
 
 
-def run_one(method, m, n, d, lam, max_iter=None, timeout=1200) -> dict:
+def run_one(method, m, n, d, lam, max_iter=None, timeout=1200, stream=0) -> dict:
     cmd = [sys.executable, __file__, "--one", method, "--m", str(m), "--n", str(n),
-           "--d", str(d), "--lam", str(lam)]
+           "--d", str(d), "--lam", str(lam), "--stream", str(stream)]
     if max_iter is not None:
         cmd += ["--max-iter", str(max_iter)]
     try:
@@ -222,6 +247,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per process")
     parser.add_argument("--steps", type=int, default=0,
                         help="time this many outer iterations of the alternating members")
+    parser.add_argument("--stream", type=int, default=0,
+                        help="rows per chunk: stream the rows into TaskStatistics")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -235,8 +262,10 @@ def main():
     else:
         print(f"\n{args.m} tasks × {args.n} rows × {args.d} features "
               f"({args.m * args.n:,} rows), λ = {args.lam}\n")
-        table(run_one(method, args.m, args.n, args.d, args.lam, args.max_iter, args.timeout)
-              for method in args.methods.split(","))
+        if args.stream:
+            print(f"streamed in chunks of {args.stream:,} rows into TaskStatistics\n")
+        table(run_one(method, args.m, args.n, args.d, args.lam, args.max_iter, args.timeout,
+                      args.stream) for method in args.methods.split(","))
     print(f"\nload average {os.getloadavg()[0]:.2f}")
 
 

@@ -181,3 +181,95 @@ def test_clustered_precision_is_the_inverse_covariance(d):
     data = make_regression(seed=5, d=d, sizes=(12, 15, 9, 20))[0]
     r = fit_family(data, Clustered(a=2.0, b=0.05, c=1.0), 0.5)
     np.testing.assert_allclose(r.precision @ r.omega, np.eye(4), atol=1e-9)
+
+
+def _streamed(data, chunk=17, seed=0):
+    """TaskStatistics of ``data`` from its rows shuffled and cut into chunks (task names as
+    labels)."""
+    from bayesmtl.data import TaskStatistics
+
+    order = np.random.default_rng(seed).permutation(len(data.y))
+    names = np.asarray(data.task_names)
+    chunks = ((data.X[order[lo:lo + chunk]], data.y[order[lo:lo + chunk]],
+               names[data.task[order[lo:lo + chunk]]]) for lo in range(0, len(order), chunk))
+    return TaskStatistics.from_chunks(chunks, data.task_names, data.feature_names)
+
+
+def test_fit_from_streamed_statistics_equals_fit_from_rows():
+    """Every method flagged ``statistics`` fits TaskStatistics streamed in shuffled chunks to
+    the W, b, relation and objective of the fit on the rows (the reference members to the
+    stored reference, as above; the others against their own row fit)."""
+    import pathlib
+    import sys
+    import warnings
+
+    from bayesmtl.methods import Settings
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+    import make_scale_reference as ref
+
+    data = ref.problem()
+    streamed = _streamed(data)
+    for a, b in zip(stats.task_moments(data), streamed.moments, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    expected = np.load(pathlib.Path(__file__).parent / "data" / "scale_reference_6a90738.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = ref.fit_all(streamed)
+    for key in ref.CASES:
+        W = expected[f"{key}_W"]
+        atol = (1e-7 if key == "glmtl" else 1e-8) * max(1.0, np.abs(W).max())
+        np.testing.assert_allclose(got[f"{key}_W"], W, rtol=0, atol=atol, err_msg=key)
+        np.testing.assert_allclose(got[f"{key}_b"], expected[f"{key}_b"], rtol=0, atol=atol,
+                                   err_msg=key)
+        np.testing.assert_allclose(got[f"{key}_objective"], expected[f"{key}_objective"],
+                                   rtol=1e-8, err_msg=key)
+    others = [n for n in methods.names() if methods.get(n).statistics and n not in ref.CASES]
+    assert set(others) >= {"inverse_wishart", "squared_schatten", "l21", "lasso", "dirty"}
+    for name in others:
+        settings = Settings(tol=1e-14, max_iter=20000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rows, _ = methods.fit(data, name, None, settings)
+            fit, dt = methods.fit(streamed, name, None, settings)
+        atol = 1e-8 * max(1.0, np.abs(rows.W).max())
+        np.testing.assert_allclose(fit.W, rows.W, rtol=0, atol=atol, err_msg=name)
+        np.testing.assert_allclose(fit.objective, rows.objective, rtol=1e-10, err_msg=name)
+        for key, value in rows.relation.items():
+            np.testing.assert_allclose(fit.relation[key], value, rtol=0, atol=1e-8, err_msg=name)
+        assert list(dt.posterior["W"].coords["task"].values) == list(data.task_names)
+
+
+def test_task_statistics_reject_bad_input():
+    """Typed errors: unknown task, NaN, wrong width, a task without rows at fit time, a method
+    that needs the rows, and sampling."""
+    from bayesmtl.data import TaskStatistics
+    from bayesmtl.errors import (
+        EmptyTaskError,
+        MethodError,
+        NonFiniteError,
+        ShapeMismatchError,
+        UnknownTaskError,
+    )
+    from bayesmtl.methods import Settings
+
+    rng = np.random.default_rng(4)
+    s = TaskStatistics(["a", "b", "c"], n_features=2)
+    with pytest.raises(UnknownTaskError, match="'z'"):
+        s.add(rng.normal(size=(3, 2)), np.zeros(3), ["a", "z", "b"])
+    with pytest.raises(NonFiniteError):
+        s.add(np.array([[0.0, np.nan]]), np.zeros(1), ["a"])
+    with pytest.raises(ShapeMismatchError):
+        s.add(rng.normal(size=(3, 3)), np.zeros(3), ["a", "b", "c"])
+    assert s.n_per_task.tolist() == [0, 0, 0]  # rejected chunks add nothing
+    s.add(rng.normal(size=(8, 2)), rng.normal(size=8), ["a", "b"] * 4)
+    with pytest.raises(EmptyTaskError, match="c"):
+        methods.fit(s, "mtrl")
+    s.add(rng.normal(size=(4, 2)), rng.normal(size=4), ["c"] * 4)
+    assert s.n_per_task.tolist() == [4, 4, 4]
+    with pytest.raises(MethodError, match="needs the rows"):
+        methods.fit(s, "amtl")
+    with pytest.raises(MethodError, match="needs the rows"):
+        methods.fit(s, "mtrl", None, Settings(inference="nuts"))
+    with pytest.raises(MethodError, match="L-BFGS on the rows"):
+        methods.fit(s, "inverse_wishart", {"ridge": 0.1})

@@ -102,7 +102,7 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     "admm", "proximal" or "alternating"; ``max_iter`` then counts its iterations, at least
     5000).
     """
-    require_data(data, "fit_family")
+    require_data(data, "fit_family", statistics=True)
     _check_lam(lam)
     if not (np.isscalar(extrapolation) and np.isfinite(extrapolation) and extrapolation >= 0):
         raise ValueError(f"extrapolation (initial β) must be a number ≥ 0; got {extrapolation!r}")

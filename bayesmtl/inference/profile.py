@@ -112,7 +112,7 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
         takes the first valid one of admm, proximal, alternating (proximal for
         classification).
     """
-    require_data(data, name)
+    require_data(data, name, statistics=True)
     term = data_term(data, loss_scale, noise, fit_intercept)
     classification = isinstance(term, LogisticTerm)
     d, m = data.n_features, data.n_tasks

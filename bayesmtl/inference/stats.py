@@ -21,11 +21,11 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import CLASSIFICATION, MultiTaskData
+from ..data import CLASSIFICATION, MultiTaskData, TaskStatistics
 from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..models.losses import linear_predictor, task_loss_weights
 
-__all__ = ["TaskMoments", "task_moments", "GaussianTerm", "LogisticTerm", "data_term",
+__all__ = ["TaskMoments", "accumulate", "task_moments", "GaussianTerm", "LogisticTerm", "data_term",
            "data_loss", "bucket_size", "padded_rows", "resolve_noise"]
 
 
@@ -51,19 +51,27 @@ class TaskMoments(NamedTuple):
     def update(self, X, y, task) -> TaskMoments:
         """These moments plus those of a chunk of rows (X (n, d), y (n,), task (n,) indices in
         [0, m)): for data streamed in chunks that do not fit in memory together."""
-        X, y, task = np.asarray(X, np.float64), np.asarray(y, np.float64), np.asarray(task)
+        out = TaskMoments(*(a.copy() for a in self))
+        accumulate(out, X, y, task)
+        return out
+
+
+def accumulate(moments: TaskMoments, X, y, task) -> None:
+    """Add the moments of a chunk of rows (X (n, d), y (n,), task (n,) indices in [0, m)) to
+    ``moments`` in place (rows are sorted by task first unless they already are)."""
+    X, y, task = np.asarray(X, np.float64), np.asarray(y, np.float64), np.asarray(task)
+    if np.any(task[1:] < task[:-1]):
         order = np.argsort(task, kind="stable")
         X, y, task = X[order], y[order], task[order]
-        bounds = np.flatnonzero(np.diff(task)) + 1
-        gram, cross, yy = (a.copy() for a in self)
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(task)], strict=True):
-            if hi > lo:
-                g, c, s = _block_moments(X[lo:hi], y[lo:hi])
-                i = task[lo]
-                gram[i] += g
-                cross[i] += c
-                yy[i] += s
-        return TaskMoments(gram, cross, yy)
+    bounds = np.flatnonzero(np.diff(task)) + 1
+    gram, cross, yy = moments
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(task)], strict=True):
+        if hi > lo:
+            g, c, s = _block_moments(X[lo:hi], y[lo:hi])
+            i = task[lo]
+            gram[i] += g
+            cross[i] += c
+            yy[i] += s
 
 
 #: rows per block of :func:`_block_moments` (bounds the temporary copy with the ones column)
@@ -92,7 +100,10 @@ def _block_moments(X, y):
 
 def task_moments(data: MultiTaskData) -> TaskMoments:
     """The per-task moments of ``data`` (rows sorted by task, as MultiTaskData keeps them),
-    computed once per data object and cached on it."""
+    computed once per data object and cached on it; a
+    :class:`~bayesmtl.data.TaskStatistics` holds them already."""
+    if isinstance(data, TaskStatistics):
+        return data.moments
     cache = data._cache
     if "moments" not in cache:
         m, d = data.n_tasks, data.n_features

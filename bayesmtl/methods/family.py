@@ -128,6 +128,7 @@ def _sample_pooled(data, hyper, settings):
 
 register(Method(
     name="pooled",
+    statistics=True,
     summary="pooled baseline: one shared (w, b) for every task (Ω → 11ᵀ)",
     hyper=(LAM,),
     fit_map=_fit_pooled,
@@ -182,6 +183,7 @@ def _check_identified(member, data):
 
 register(Method(
     name="rmtl",
+    statistics=True,
     aliases=("graph",),
     summary="graph-regularised MTL (Evgeniou et al.): P = L_S + ρI; default mean-regularised",
     hyper=(LAM, Hyper("ridge", 0.0, nonnegative, "ρ: precision L + ρI (ρ > 0: proper)"),
@@ -238,6 +240,7 @@ def _warn_if_reduced_to_stl(result, member):
 
 register(Method(
     name="clustered",
+    statistics=True,
     summary="clustered MTL (Jacob et al. 2008): tr Ω = a, bI ⪯ Ω ⪯ cI (convex)",
     hyper=(LAM,
            Hyper("a", None, positive_or_none,
@@ -270,6 +273,7 @@ def _glmtl(hyper, data):
 
 register(Method(
     name="glmtl",
+    statistics=True,
     summary="glMTL: sparse task precision (graphical lasso on W), biconvex",
     hyper=(LAM, LAM2),
     fit_map=_member_fit(_glmtl, lambda r: {"omega_inv": r.precision}),
@@ -289,6 +293,7 @@ def _spats(hyper, data):
 
 register(Method(
     name="spats",
+    statistics=True,
     summary="SPATS: sparse task covariance ‖Ω‖₁ (jointly convex)",
     hyper=(LAM, LAM2, Hyper("eps", 1e-8, nonnegative, "ε of the barrier (λε/2) tr Ω⁻¹")),
     fit_map=_member_fit(_spats),
@@ -310,6 +315,7 @@ def _reconstruction(hyper, data):
 
 register(Method(
     name="reconstruction",
+    statistics=True,
     summary="sparse linear span: Ω⁻¹ = (I - A)(I - A)ᵀ, ‖A‖₁ (biconvex)",
     hyper=(LAM, LAM2, Hyper("zero_diagonal", False, boolean,
                             "fix A's diagonal at 0 (AMTL's convention) instead of shrinking it")),

@@ -75,6 +75,7 @@ def _sample(penalty):
 
 register(Method(
     name="l21",
+    statistics=True,
     aliases=("joint_feature_selection",),
     summary="joint feature selection (MALSAR Least_L21): ℓ2,1 on rows of W",
     hyper=(Hyper("lam", 1.0, positive,
@@ -90,6 +91,7 @@ register(Method(
 
 register(Method(
     name="lasso",
+    statistics=True,
     summary="per-task Lasso (MALSAR Least_Lasso): ℓ1 on W (Laplace prior)",
     hyper=(Hyper("lam", 1.0, positive,
                  "λ: rate of the Laplace prior on each W_ij, penalty λ‖W‖₁ (MALSAR's ρ1)"),),
@@ -104,6 +106,7 @@ register(Method(
 
 register(Method(
     name="dirty",
+    statistics=True,
     aliases=("dirty_model",),
     summary="dirty model (Jalali et al. 2010): W = P + Q, ℓ1,∞ rows of P + ℓ1 on Q",
     hyper=(Hyper("lam", 1.0, positive,

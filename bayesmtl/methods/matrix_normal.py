@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import priors as P
-from ..data import REGRESSION
+from ..data import REGRESSION, TaskStatistics
+from ..errors import MethodError
 from ..inference.profile import gaussian_diagonal_solve, gaussian_w_step
 from ..inference.stats import data_loss, data_term
-from ..models.losses import row_weights
 from ..models.matrix_normal import bucketed_inputs, fit_mtrl, model_inputs, mtl_model
 from .common import history_info, likelihood, map_noise, sample_mtl_model
 from .registry import (
@@ -84,26 +84,24 @@ def fit_fixed_omega(data, omega, lam, ridge, settings, seed=0) -> Fit:
     loss_scale = settings.resolved_loss_scale()
     if data.kind == REGRESSION:
         precision = lam * np.linalg.inv(omega)
-        weights = row_weights(data.task, data.n_tasks, loss_scale)
         term = data_term(data, loss_scale, map_noise(settings))
         W, b = _solve_fixed(term, jnp.asarray(precision), float(ridge))
-        W, b = np.asarray(W), np.asarray(b)
-        objective = _fixed_objective(data, W, b, omega, lam, ridge, weights,
-                                     map_noise(settings))
-        return Fit(W, b, {"omega": np.asarray(omega)}, objective, True, {"n_iter": 1})
+        objective = float(data_loss(term, W, b)
+                          + 0.5 * lam * jnp.trace(W @ jnp.linalg.solve(omega, W.T))
+                          + 0.5 * ridge * jnp.sum(W**2))
+        return Fit(np.asarray(W), np.asarray(b), {"omega": np.asarray(omega)}, objective, True,
+                   {"n_iter": 1})
     return _generic_map(data, P.Fixed(np.asarray(omega)), lam, ridge, settings, seed)
-
-
-def _fixed_objective(data, W, b, omega, lam, ridge, weights, noise):
-    f = np.sum(data.X * W.T[data.task], axis=1) + b[data.task]
-    return float(np.sum(weights * (data.y - f) ** 2) / (2 * noise**2)
-                 + 0.5 * lam * np.trace(W @ np.linalg.solve(omega, W.T))
-                 + 0.5 * ridge * np.sum(W**2))
 
 
 def _generic_map(data, prior, lam, ridge, settings, seed=0, init=None) -> Fit:
     """MAP of mtl_model by L-BFGS on the negative log joint (no closed form)."""
     from ..inference.map import map_estimate
+
+    if isinstance(data, TaskStatistics):
+        raise MethodError(f"{type(prior).__name__}: this MAP is L-BFGS on the rows (ridge > 0 or a "
+                          "user prior); fit a MultiTaskData, not TaskStatistics",
+                          "data", type(data).__name__)
 
     args, kw = bucketed_inputs(data, settings.resolved_loss_scale())
     init_params = None if init is None else {"W": init.W, "b": init.b, **_init_sites(init)}
@@ -152,6 +150,7 @@ def _fit_fixed(data, hyper, settings, init=None):
 
 register(Method(
     name="stl",
+    statistics=True,
     aliases=("identity",),
     summary="single-task learning: Ω = I, each task a ridge regression / L2 logistic",
     hyper=(LAM,),
@@ -165,6 +164,7 @@ register(Method(
 
 register(Method(
     name="fixed",
+    statistics=True,
     summary="a given task covariance Ω (e.g. the inverse of a graph Laplacian plus ridge)",
     hyper=(LAM, RIDGE, Hyper("omega", None, matrix_or_none,
                              "Ω (m, m) positive definite; None = identity")),
@@ -241,6 +241,7 @@ def _fit_iw(data, hyper, settings, init=None):
 
 register(Method(
     name="inverse_wishart",
+    statistics=True,
     summary="Ω ~ inverse-Wishart(df, scale·I): conjugate; MAP, NUTS, SVI and blocked Gibbs",
     hyper=(LAM, RIDGE,
            Hyper("df", None, positive_or_none, "degrees of freedom ν > m - 1; None = m + 2"),
@@ -292,6 +293,7 @@ def _mtrl_sites(fit):
 
 register(Method(
     name="mtrl",
+    statistics=True,
     summary="MTRL (Zhang & Yeung 2010): Ω ⪰ 0, tr Ω = 1, learned with W",
     hyper=(LAM, RIDGE),
     fit_map=_fit_mtrl,

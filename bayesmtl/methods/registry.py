@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..data import CLASSIFICATION, REGRESSION, MultiTaskData
+from ..data import CLASSIFICATION, REGRESSION, MultiTaskData, TaskStatistics
 from ..errors import (
     ConvergenceWarning,
     HyperparameterError,
@@ -223,6 +223,9 @@ class Method:
     shallow : a linear model that needs nothing but data (``compare`` fits every shallow
         method by default); False for networks and for methods that need a trained artefact
         (``l2mt``).
+    statistics : its regression MAP needs only the per-task sufficient statistics, so
+        :func:`fit` takes a :class:`~bayesmtl.data.TaskStatistics` for it (rows streamed in
+        chunks, never held together).
     predictor, restore, export : non-linear methods (networks) only. ``predictor(fit)`` is
         the fitted model, an object with ``predict(X, task_index, return_std=False)``,
         ``predict_proba(X, task_index)`` and ``state() -> (meta, arrays)``;
@@ -248,6 +251,7 @@ class Method:
     predictor: Callable | None = None
     restore: Callable | None = None
     export: Callable | None = None
+    statistics: bool = False
 
     @property
     def hyper_names(self) -> tuple:
@@ -346,7 +350,20 @@ def validate(method, values: Mapping | None = None) -> dict:
 # ----------------------------------------------------------------------------- fitting
 
 
+def _check_statistics(method: Method, data: TaskStatistics, settings: Settings) -> None:
+    if settings.inference != "map":
+        raise MethodError(f"inference={settings.inference!r} needs the rows (a MultiTaskData);"
+                          " TaskStatistics give MAP only", "inference", settings.inference)
+    if not method.statistics:
+        able = ", ".join(n for n in names() if get(n).statistics)
+        raise MethodError(f"{method.name} needs the rows (a MultiTaskData); the methods that "
+                          f"fit from TaskStatistics are: {able}", "method", method.name)
+    data.check(method.name)
+
+
 def _check_inference(method: Method, data: MultiTaskData, settings: Settings) -> None:
+    if isinstance(data, TaskStatistics):
+        _check_statistics(method, data, settings)
     if data.kind not in method.kinds:
         raise MethodError(f"{method.name} fits {' and '.join(sorted(method.kinds))} data; got "
                           f"{data.kind} data", "method", method.name)
@@ -380,6 +397,9 @@ def check_finite_fit(method_name: str, result: Fit) -> Fit:
 def fit(data: MultiTaskData, method, hyper: Mapping | None = None,
         settings: Settings | None = None, init: Fit | None = None):
     """Fit ``method`` on ``data``: returns ``(fit, datatree)``.
+
+    ``data`` is a :class:`MultiTaskData`, or a :class:`~bayesmtl.data.TaskStatistics` (MAP of
+    a method whose ``statistics`` flag is set; regression).
 
     For MAP, ``fit`` is the :class:`Fit` (checked finite; an unconverged solver has warned
     with :class:`ConvergenceWarning` and ``fit.converged`` is False) and the DataTree holds it

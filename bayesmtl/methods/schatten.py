@@ -45,6 +45,7 @@ def _squared(hyper):
 
 register(Method(
     name="schatten",
+    statistics=True,
     summary="Schatten g(Ω) = tr(Ω^r) (Theorem 1); r = 1: trace-norm MTL",
     hyper=(LAM, Hyper("lam2", 1.0, positive, "λ₂: weight of tr(Ω^r)"), R, RIDGE),
     fit_map=_fit(_schatten),
@@ -63,6 +64,7 @@ def _squared_sites(fit):
 
 register(Method(
     name="squared_schatten",
+    statistics=True,
     summary="squared Schatten: tr(Ω^r) ≤ 1 (Theorem 2); r = 1 is MTRL without ridge",
     hyper=(LAM, Hyper("r", 2.0, positive, "r > 0: the constraint tr(Ω^r) ≤ 1"), RIDGE),
     fit_map=_fit(_squared),
