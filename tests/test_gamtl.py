@@ -131,10 +131,18 @@ def test_admm_solves_a_lasso_prox_exactly():
     assert float(res.primal_residual) <= 1e-9
 
 
-def test_c_step_matches_cvxpy():
+@pytest.mark.parametrize("gamma, newton, certified", [
+    (0.3, True, None),  # whichever path the problem takes
+    (0.01, True, True),  # a dense optimum: Newton certifies every column
+    (0.01, False, False),  # ADMM only
+    (3.0, True, False),  # a sparse optimum (M_i singular): Newton fails, ADMM finishes
+])
+def test_c_step_matches_cvxpy(gamma, newton, certified):
+    """Each column of the C-step against Clarabel, by Newton's method where it certifies
+    the optimum and by ADMM otherwise."""
     cp = pytest.importorskip("cvxpy")
     rng = np.random.default_rng(5)
-    d, m, lam, gamma = 4, 5, 1.0, 0.3
+    d, m, lam = 4, 5, 1.0
     base = rng.normal(size=(d, 2))
     W = np.concatenate([base @ rng.normal(size=(2, 3)), rng.normal(size=(d, 2))], axis=1)
     W += 0.1 * rng.normal(size=W.shape)
@@ -144,10 +152,12 @@ def test_c_step_matches_cvxpy():
         return (lam / 2 * np.sum((W[:, i] - W_minus_i @ c) ** 2)
                 + gamma * np.linalg.norm(W_minus_i @ np.diag(c), "nuc"))
 
-    C, res = G.c_step(jnp.asarray(W), jnp.zeros((m, m)), lam, gamma, abs_tol=1e-12,
-                      rel_tol=1e-10, max_iter=50_000)
+    C, res, by_newton = G._c_step_certified(jnp.asarray(W), jnp.zeros((m, m)), lam, gamma, None,
+                                            1e-12, 1e-10, 50_000, 1.6, newton)
     C = np.asarray(C)
     assert bool(res.converged.all())
+    if certified is not None:
+        assert by_newton == certified
     np.testing.assert_array_equal(np.diag(C), 0.0)
     for i in range(m):
         W_minus_i = np.delete(W, i, axis=1)
@@ -159,6 +169,8 @@ def test_c_step_matches_cvxpy():
         ours = column_objective(i, np.delete(C[:, i], i))
         reference = column_objective(i, c.value)
         assert abs(ours - reference) <= 1e-6 * abs(reference)
+        if by_newton:  # no worse than the interior point's own accuracy
+            assert ours <= reference + 1e-9 * abs(reference)
 
 
 @pytest.mark.parametrize("shape", [(6, 9), (9, 6), (5, 5)])
@@ -169,6 +181,24 @@ def test_gram_prox_equals_svd_prox(shape):
     for threshold in (0.0, 0.3, 2.0, 1e3):
         np.testing.assert_allclose(prox_trace_norm_gram(jnp.asarray(J), threshold),
                                    prox_trace_norm(jnp.asarray(J), threshold), atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_data_term_objective_equals_rows(kind):
+    """Objective (1) from the fit's data term (moments for the squared loss, bucket-padded
+    rows for the logistic one) equals objective (1) on the rows."""
+    data = _tiny(kind, seed=13, m=4, d=3, n=40)  # 40–43 rows: padded to 44
+    rng = np.random.default_rng(13)
+    W, b = rng.normal(size=(3, 4)), rng.normal(size=4)
+    C = G.zero_diagonal(jnp.asarray(rng.normal(size=(4, 4))))
+    loss = "logistic" if kind == "classification" else "squared"
+    for loss_scale in ("mean", "sum"):
+        term = G._arrays(data, loss_scale)[0]
+        weights = jnp.asarray(G.row_weights(data.task, data.n_tasks, loss_scale))
+        rows = G.gamtl_objective(W, b, C, jnp.asarray(data.X), jnp.asarray(data.y),
+                                 jnp.asarray(data.task), weights, 0.7, 0.2, loss)
+        np.testing.assert_allclose(float(G._objective(term, W, b, C, 0.7, 0.2)), float(rows),
+                                   rtol=1e-12)
 
 
 def test_w_step_matches_cvxpy():

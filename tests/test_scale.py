@@ -225,13 +225,20 @@ def test_fit_from_streamed_statistics_equals_fit_from_rows():
         np.testing.assert_allclose(got[f"{key}_objective"], expected[f"{key}_objective"],
                                    rtol=1e-8, err_msg=key)
     others = [n for n in methods.names() if methods.get(n).statistics and n not in ref.CASES]
-    assert set(others) >= {"inverse_wishart", "squared_schatten", "l21", "lasso", "dirty"}
+    assert set(others) >= {"inverse_wishart", "squared_schatten", "l21", "lasso", "dirty",
+                           "gamtl"}
     for name in others:
-        settings = Settings(tol=1e-14, max_iter=20000)
+        # GAMTL's alternation at its default tolerance (the same path on both inputs)
+        settings = Settings() if name == "gamtl" else Settings(tol=1e-14, max_iter=20000)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rows, _ = methods.fit(data, name, None, settings)
             fit, dt = methods.fit(streamed, name, None, settings)
+        if name == "gamtl":  # bi-convex: rounding-level differences take another path down
+            # a flat valley; the stop is F's relative change ≤ 1e-6
+            assert fit.converged and rows.converged
+            np.testing.assert_allclose(fit.objective, rows.objective, rtol=1e-5)
+            continue
         atol = 1e-8 * max(1.0, np.abs(rows.W).max())
         np.testing.assert_allclose(fit.W, rows.W, rtol=0, atol=atol, err_msg=name)
         np.testing.assert_allclose(fit.objective, rows.objective, rtol=1e-10, err_msg=name)

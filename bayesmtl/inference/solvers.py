@@ -250,7 +250,7 @@ def admm(x_update, z_update, A, At, x0, z0, u0=None, *, rho0=1.0, max_iter=1000,
 # ----------------------------------------------------------------------------- Newton–CG
 
 
-def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14):
+def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False):
     """Damped Newton loop with Armijo backtracking: the package's unconstrained Newton loop
     (:func:`projected_newton` is its counterpart on a set with an easy projection).
 
@@ -258,7 +258,7 @@ def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14):
     slope; the step length halves until ``value(x + aδ) ≤ value(x) + 1e-4 a g·δ`` (a step that
     still does not decrease ``value`` is rejected). Stops when half the Newton decrement
     ``-g·δ`` is below ``tol · max(1, |value|)`` or after ``max_iter`` steps. Exact in one step
-    for a quadratic. Jit- and vmap-able.
+    for a quadratic. Jit- and vmap-able. ``full=True`` returns ``(x, n_steps, converged)``.
     """
 
     def step(s):
@@ -281,7 +281,10 @@ def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14):
 
     f0 = value(x0)
     init = (x0, f0, jnp.asarray(jnp.inf, f0.dtype), jnp.asarray(0))
-    return jax.lax.while_loop(cond, step, init)[0]
+    out = jax.lax.while_loop(cond, step, init)
+    if full:
+        return out[0], out[3], ~cond(out)
+    return out[0]
 
 
 def newton_cg(fun, theta0, blocks, max_newton=30, tol=1e-14):

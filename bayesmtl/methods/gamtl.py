@@ -64,6 +64,7 @@ def _sample(data, hyper, settings):
 
 register(Method(
     name="gamtl",
+    statistics=True,
     summary="GAMTL: tasks reconstructed from others with a trace-Lasso prior (groups)",
     hyper=(Hyper("lam", 1.0, positive, "λ: precision of the reconstruction prior"),
            Hyper("gamma", 1.0, positive, "γ: weight of the trace-Lasso prior on c_i")),
