@@ -287,6 +287,23 @@ def _c_step(W, C0, J0, U0, rho0, lam, gamma, abs_tol, rel_tol, max_iter, relaxat
     return res.x, res
 
 
+def _newton_direction(g, H):
+    """The Newton step -H⁻¹g (Cholesky, a relative jitter of 1e-14) and its slope g·δ."""
+    jitter = 1e-14 * (1.0 + jnp.trace(H) / H.shape[0])
+    L = jnp.linalg.cholesky(H + jitter * jnp.eye(H.shape[0]))
+    delta = -jax.scipy.linalg.cho_solve((L, True), g)
+    return delta, jnp.vdot(g, delta)
+
+
+def _newton_certified(g, H, value, smooth, x):
+    """Whether a Newton point is certified: f(x) - f* ≈ half the Newton decrement gᵀH⁻¹g ≤
+    1e-12 max(1, |f|), at a point where the trace norms are differentiable (``smooth``: every
+    M ≻ 0), with x finite."""
+    decrement = jnp.vdot(g, jnp.linalg.solve(H, g))
+    return ((0.5 * decrement <= 1e-12 * jnp.maximum(1.0, jnp.abs(value))) & smooth
+            & jnp.all(jnp.isfinite(x)))
+
+
 def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     """One column problem of the C-step by Newton's method, where the trace Lasso is smooth.
 
@@ -329,11 +346,7 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
         return g, H, mu
 
     def direction(c):
-        g, H, _ = gradient_hessian(c)
-        jitter = 1e-14 * (1.0 + jnp.trace(H) / H.shape[0])
-        L = jnp.linalg.cholesky(H + jitter * jnp.eye(H.shape[0]))
-        delta = -jax.scipy.linalg.cho_solve((L, True), g)
-        return delta, jnp.vdot(g, delta)
+        return _newton_direction(*gradient_hessian(c)[:2])
 
     # start at c0 if its M is non-singular, else at the ridge point (λWᵀW + γ Diag(‖w_k‖))⁻¹λWᵀw
     # (the trace Lasso's ℓ2 end), which is dense
@@ -345,11 +358,7 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     c, steps, _ = damped_newton(value, direction, start, max_iter=max_newton, tol=1e-13,
                                 full=True)
     g, H, mu = gradient_hessian(c)
-    decrement = jnp.vdot(g, jnp.linalg.solve(H, g))
-    # the certificate: f(c) - f* ≈ half the Newton decrement ≤ 1e-12 |f|, at a point where
-    # M ≻ 0 (so that f is differentiable there)
-    ok = ((0.5 * decrement <= 1e-12 * jnp.maximum(1.0, value(c)))
-          & (mu[0] > 1e-12 * mu[d - 1]) & jnp.all(jnp.isfinite(c)))
+    ok = _newton_certified(g, H, value(c), mu[0] > 1e-12 * mu[d - 1], c)
     return keep * c, jnp.linalg.norm(g), ok, steps
 
 
@@ -672,19 +681,13 @@ def _w_step_newton(term, W0, b0, C, lam, gamma, max_newton=30):
         return g.reshape(-1), Hfull.reshape(m * D, m * D), ratio
 
     def direction(x):
-        g, H, _ = grad_hess(x)
-        jitter = 1e-14 * (1.0 + jnp.trace(H) / H.shape[0])
-        L = jnp.linalg.cholesky(H + jitter * jnp.eye(H.shape[0]))
-        delta = -jax.scipy.linalg.cho_solve((L, True), g)
-        return delta, jnp.vdot(g, delta)
+        return _newton_direction(*grad_hess(x)[:2])
 
     x0 = jnp.concatenate([W0.T, b0[:, None]], axis=1).reshape(-1)
     x, steps, _ = damped_newton(value, direction, x0, max_iter=max_newton, tol=1e-13,
                                 full=True)
     g, H, ratio = grad_hess(x)
-    decrement = jnp.vdot(g, jnp.linalg.solve(H, g))
-    ok = ((0.5 * decrement <= 1e-12 * jnp.maximum(1.0, value(x))) & jnp.all(ratio > 1e-12)
-          & jnp.all(jnp.isfinite(x)))
+    ok = _newton_certified(g, H, value(x), jnp.all(ratio > 1e-12), x)
     W, b = unpack(x)
     return W, b, ok, steps, jnp.linalg.norm(g)
 
