@@ -44,6 +44,7 @@ from .data import (
     MULTICLASS,
     REGRESSION,
     MultiTaskData,
+    TaskStatistics,
     check_features,
     task_index,
 )
@@ -277,8 +278,10 @@ class _MTLBase(BaseEstimator):
         return Settings(**values)
 
     # --- fitting -------------------------------------------------------------------------
-    def fit(self, X, y, task=None):
-        """Fit on rows X (n, d) with targets y (n,) and task labels (argument or column).
+    def fit(self, X, y=None, task=None):
+        """Fit on rows X (n, d) with targets y (n,) and task labels (argument or column), or
+        on a :class:`~bayesmtl.data.TaskStatistics` alone (``fit(stats)``: regression, MAP,
+        a method flagged ``statistics``; rows streamed in chunks, predictions as usual).
 
         ``lam="auto"`` chooses λ first (:meth:`_auto_lam`); ``lam_`` holds the λ used."""
         method = registry.get(self.method)
@@ -287,7 +290,10 @@ class _MTLBase(BaseEstimator):
         auto = isinstance(values.get("lam"), str) and values["lam"] == "auto"
         hyper = registry.validate(method, {k: v for k, v in values.items()
                                            if not (auto and k == "lam")})
-        data = self._data(X, y, task, method)
+        if isinstance(X, TaskStatistics):
+            data = self._statistics(X, y, task, auto)
+        else:
+            data = self._data(X, y, task, method)
         if auto:
             hyper = registry.validate(method, {**hyper, "lam": self._auto_lam(data, method,
                                                                               hyper, settings)})
@@ -304,6 +310,22 @@ class _MTLBase(BaseEstimator):
         if hasattr(X, "columns"):
             self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
         return self
+
+    def _statistics(self, stats, y, task, auto):
+        """``stats`` checked for :meth:`fit` (its feature names are matched by name when a
+        DataFrame is predicted)."""
+        if y is not None or task is not None:
+            raise DataError("fit(stats) takes a TaskStatistics alone: its rows' targets and "
+                            "tasks are in it; pass y and task only with rows")
+        if self._kind != REGRESSION:
+            raise DataError(f"{type(self).__name__} fits rows; TaskStatistics hold the "
+                            "Gaussian likelihood's statistics (regression) only")
+        if auto:
+            raise HyperparameterError("lam='auto' cross-validates on rows, which "
+                                      "TaskStatistics do not keep; give lam a number", "lam",
+                                      "auto")
+        self._feature_names = list(stats.feature_names)
+        return stats
 
     def _auto_lam(self, data, method, hyper, settings) -> float:
         """λ by 3-fold task-stratified CV of MAP fits on the training rows over the method's

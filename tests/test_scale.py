@@ -280,3 +280,35 @@ def test_task_statistics_reject_bad_input():
         methods.fit(s, "mtrl", None, Settings(inference="nuts"))
     with pytest.raises(MethodError, match="L-BFGS on the rows"):
         methods.fit(s, "inverse_wishart", {"ridge": 0.1})
+
+
+def test_estimator_fits_task_statistics():
+    """MTLRegressor.fit(stats) gives the coefficients and predictions of fit(X, y, task);
+    DataFrames are matched by the statistics' feature names; rows-only requests are errors."""
+    import pandas as pd
+
+    from bayesmtl import TaskStatistics
+    from bayesmtl.errors import DataError, HyperparameterError, MethodError
+    from bayesmtl.estimators import MTLClassifier, MTLRegressor
+
+    rng = np.random.default_rng(5)
+    X, site = rng.normal(size=(90, 3)), np.repeat(["a", "b", "c"], 30)
+    y = X @ [1.0, -0.5, 0.2] + rng.normal(size=90)
+    stats = TaskStatistics(["a", "b", "c"], feature_names=["u", "v", "w"])
+    for lo in range(0, 90, 25):
+        stats.add(X[lo:lo + 25], y[lo:lo + 25], site[lo:lo + 25])
+    streamed = MTLRegressor(method="mtrl", lam=0.1).fit(stats)
+    rows = MTLRegressor(method="mtrl", lam=0.1).fit(X, y, task=site)
+    np.testing.assert_allclose(streamed.coef_, rows.coef_, atol=1e-10)
+    np.testing.assert_allclose(streamed.omega_, rows.omega_, atol=1e-10)
+    frame = pd.DataFrame(X, columns=["u", "v", "w"])[["w", "u", "v"]]
+    np.testing.assert_allclose(streamed.predict(frame, task=site), rows.predict(X, task=site),
+                               atol=1e-10)
+    with pytest.raises(MethodError, match="needs the rows"):
+        MTLRegressor(method="amtl").fit(stats)
+    with pytest.raises(HyperparameterError, match="auto"):
+        MTLRegressor(lam="auto").fit(stats)
+    with pytest.raises(DataError, match="alone"):
+        MTLRegressor().fit(stats, y)
+    with pytest.raises(DataError, match="regression"):
+        MTLClassifier().fit(stats)
