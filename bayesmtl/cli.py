@@ -231,6 +231,8 @@ def cmd_fit(args):
     if args.balancing is not None:
         params["balancing"] = args.balancing
     lam = args.lam if args.lam == "auto" else float(args.lam)
+    if args.chunksize is not None:
+        return cmd_fit_streamed(args, params, lam)
     train, test = _start(args)
     progress = sys.stderr.isatty()
     common = dict(seed=args.seed, num_warmup=args.warmup, num_samples=args.samples,
@@ -269,6 +271,152 @@ def _echo_warnings(caught) -> list[str]:
             lines.append(line)
             print(f"bayesmtl: warning: {line}", file=sys.stderr)
     return lines
+
+
+# ----------------------------------------------------------------------------- streamed fit
+
+
+def _check_streamed(args):
+    from . import methods
+
+    if args.data is None:
+        raise UsageError("--chunksize streams a file of your own: use it with --data")
+    if args.chunksize < 1:
+        raise UsageError(f"--chunksize must be ≥ 1; got {args.chunksize}")
+    if args.lam == "auto":
+        raise UsageError("--chunksize keeps no rows to cross-validate λ on: give --lam a "
+                         "number")
+    if args.inference != "map" or args.kind == "classification":
+        raise UsageError("--chunksize fits the MAP of a regression (sufficient statistics "
+                         "determine the Gaussian likelihood only)")
+    if not methods.get(args.method).statistics:
+        able = ", ".join(n for n in methods.names() if methods.get(n).statistics)
+        raise UsageError(f"--chunksize: {args.method} needs the rows; methods that fit from "
+                         f"streamed statistics: {able}")
+
+
+def _chunks(path, rows, columns=None):
+    """DataFrames of ≤ ``rows`` rows from a CSV/TSV or Parquet file (``columns`` only)."""
+    import pandas as pd
+
+    from .errors import DataError
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns):
+                yield batch.to_pandas()
+        else:
+            yield from pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",",
+                                   chunksize=rows, usecols=columns)
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+
+
+def _chunk_arrays(df, start, args, features):
+    """(X, y, task labels) of one chunk, checked (numeric, no missing values)."""
+    import pandas as pd
+
+    from .errors import DataError
+
+    where = f"{Path(args.data).name}, rows {start + 1}–{start + len(df)}"
+    bad = [c for c in (*features, args.target) if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise DataError(f"{where}: column(s) {', '.join(map(repr, bad))} are not numeric "
+                        "(a streamed fit is a regression on numeric features)")
+    missing = [c for c in (args.task_col, args.target, *features) if df[c].isna().any()]
+    if missing:
+        raise DataError(f"{where}: missing values in column(s) {', '.join(map(repr, missing))}")
+    return (df[features].to_numpy(np.float64), df[args.target].to_numpy(np.float64),
+            df[args.task_col].astype(str).to_numpy())
+
+
+def _held_out(n, start, seed, test_size):
+    """(n,) mask of the rows start..start+n-1 held out for testing (reproducible per chunk)."""
+    return np.random.default_rng([seed, start]).random(n) < test_size
+
+
+def _streamed_statistics(args):
+    """TaskStatistics of the training rows (pass 1, after a pass over the task column) and
+    the feature names."""
+    from .data import TaskStatistics
+    from .errors import DataError
+
+    header = next(_chunks(args.data, 1))
+    cols = [str(c) for c in header.columns]
+    features = (args.feature_cols.split(",") if args.feature_cols is not None
+                else [c for c in cols if c not in (args.task_col, args.target)])
+    for col in (args.task_col, args.target, *features):
+        if col not in cols:
+            raise DataError(f"{args.data} has no column {col!r} (columns: {', '.join(cols)})")
+    names = set()
+    for df in _chunks(args.data, args.chunksize, [args.task_col]):
+        names.update(df[args.task_col].astype(str).unique().tolist())
+    stats, start = TaskStatistics(sorted(names), feature_names=features), 0
+    for df in _chunks(args.data, args.chunksize, [args.task_col, args.target, *features]):
+        X, y, task = _chunk_arrays(df, start, args, features)
+        keep = ~_held_out(len(y), start, args.seed, args.test_size)
+        stats.add(X[keep], y[keep], task[keep])
+        start += len(y)
+    return stats, features
+
+
+def _streamed_rmse(args, features, estimators):
+    """Test RMSE of each estimator on the held-out rows (pass 2)."""
+    sse, n, start = np.zeros(len(estimators)), 0, 0
+    for df in _chunks(args.data, args.chunksize, [args.task_col, args.target, *features]):
+        X, y, task = _chunk_arrays(df, start, args, features)
+        test = _held_out(len(y), start, args.seed, args.test_size)
+        start += len(y)
+        if test.any():
+            for k, est in enumerate(estimators):
+                sse[k] += np.sum((est.predict(X[test], task=task[test]) - y[test]) ** 2)
+            n += int(test.sum())
+    if n == 0:
+        from .errors import DataError
+
+        raise DataError(f"no row of {args.data} was held out (--test-size {args.test_size})")
+    return np.sqrt(sse / n), n
+
+
+def cmd_fit_streamed(args, params, lam):
+    """``fit --data FILE --chunksize ROWS``: MAP from streamed sufficient statistics."""
+    import matplotlib
+
+    from .estimators import MTLRegressor
+
+    matplotlib.use("Agg")
+    start = time.perf_counter()
+    stats, features = _streamed_statistics(args)
+    log(f"data: {args.data} streamed in chunks of {args.chunksize:,} rows "
+        f"({time.perf_counter() - start:.1f} s), {100 * args.test_size:g}% of the rows held "
+        f"out for testing: {stats!r}")
+    fits = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name, hyper in (("stl", {}), (args.method, params)):
+            log(f"fitting method={name} (MAP, from the statistics) …")
+            est = MTLRegressor(method=name, seed=args.seed, **{**hyper, "lam": float(lam)})
+            t = time.perf_counter()
+            fits.append((est.fit(stats), time.perf_counter() - t))
+    raised = _echo_warnings(caught)
+    (stl, stl_time), (est, fit_time) = fits
+    (base, value), n_test = _streamed_rmse(args, features, [stl, est])
+    hyper = {k: v for k, v in est.get_params().items()
+             if k in _method_hyper(est) and isinstance(v, (int, float, str, bool, type(None)))}
+    metrics = {**_source(args), "chunksize": args.chunksize, "test_rows": n_test,
+               "method": est.method_name_, "inference": "map", "hyper": hyper,
+               "stl_lam": float(lam), "test_rmse": float(value), "stl_test_rmse": float(base),
+               "fit_time_s": fit_time, "stl_fit_time_s": stl_time,
+               "converged": bool(est.fit_result_.converged)}
+    log(f"\n{'model':<32}{'test rmse':>14}{'fit time (s)':>14}")
+    log(f"{'STL (identity Ω)':<32}{base:>14.4f}{stl_time:>14.2f}")
+    log(f"{est.method_name_ + ' / map':<32}{value:>14.4f}{fit_time:>14.2f}")
+    log("covariance similarity: not computed for a streamed fit (it needs the rows)")
+    _write_fit_report(args, est, metrics, hyper, raised, None)
+    return 0
 
 
 def _covariance_similarity(train):
@@ -573,6 +721,11 @@ def _parser():
     fit = sub.add_parser("fit", help="fit one method and write a report folder",
                          formatter_class=fmt)
     data_args(fit, "reports/run")
+    fit.add_argument("--chunksize", type=int, default=None, metavar="ROWS",
+                     help="with --data (regression): stream the file in chunks of ROWS rows "
+                          "into per-task sufficient statistics, so it need not fit in memory "
+                          "(MAP of a method that fits TaskStatistics; needs a numeric --lam; "
+                          "the held-out rows are scored in a second pass)")
     fit.add_argument("--method", default="mtrl", help="a registered method (bayesmtl methods)")
     fit.add_argument("--param", action="append", metavar="NAME=VALUE",
                      help="a hyperparameter of the method (repeatable; @file.npy/.csv for a "
@@ -624,6 +777,8 @@ def _validate(args):
             if not (np.isfinite(lam) and lam > 0):
                 raise UsageError(f"--lam must be a positive number or 'auto'; got {args.lam!r}")
         _parse_params(args.param)
+        if args.chunksize is not None:
+            _check_streamed(args)
         for flag, v, low in (("--warmup", args.warmup, 0), ("--samples", args.samples, 1),
                              ("--chains", args.chains, 1)):
             if v < low:
