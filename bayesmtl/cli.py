@@ -414,8 +414,7 @@ def cmd_fit_streamed(args, params, lam):
     log(f"\n{'model':<32}{'test rmse':>14}{'fit time (s)':>14}")
     log(f"{'STL (identity Ω)':<32}{base:>14.4f}{stl_time:>14.2f}")
     log(f"{est.method_name_ + ' / map':<32}{value:>14.4f}{fit_time:>14.2f}")
-    log("covariance similarity: not computed for a streamed fit (it needs the rows)")
-    _write_fit_report(args, est, metrics, hyper, raised, None)
+    _write_fit_report(args, est, metrics, hyper, raised, _covariance_similarity(stats))
     return 0
 
 

@@ -208,6 +208,21 @@ def test_covariance_similarity_matrix_and_retained_rank():
     plt.close(fig)
 
 
+def test_covariance_similarity_from_streamed_statistics_equals_rows():
+    """Eq. (5) from a TaskStatistics (each C_i from the moments, eigendecomposed) equals eq. (5)
+    from the rows (SVD of X_i), both normalisations, centred or not, and the retained ranks."""
+    from bayesmtl import TaskStatistics
+
+    data, _ = make_regression(seed=8, d=5, sizes=(12, 40, 25, 9))
+    stats = TaskStatistics.from_data(data)
+    for normalization in ("self", "paper"):
+        for center in (False, True):
+            rows = covariance_similarity(data, normalization=normalization, center=center)
+            streamed = covariance_similarity(stats, normalization=normalization, center=center)
+            np.testing.assert_allclose(streamed.values, rows.values, atol=1e-10)
+            assert streamed.attrs["ranks"] == rows.attrs["ranks"]
+
+
 def _relative_target_gain(source: str, seed: int) -> float:
     """(MTL − STL) / STL target test MSE: r = 1 shared module on {target, source} (summed
     losses, eq. (3)) against the target's own least squares, Section 2.3 generator at d = 20,

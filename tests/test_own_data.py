@@ -209,6 +209,8 @@ def test_cli_streamed_fit_equals_fit_on_the_training_rows(tmp_path, suffix):
     np.testing.assert_allclose(metrics["test_rmse"], rmse, rtol=1e-8)
     assert metrics["test_rows"] == int(test.sum()) and metrics["chunksize"] == 37
     assert (out / "model").is_dir() and "test_rmse" in (out / "report.html").read_text()
+    sim = pd.read_csv(out / "covariance_similarity.csv", index_col=0)  # from the moments
+    np.testing.assert_allclose(np.diag(sim.to_numpy()), 1.0)
 
 
 def test_cli_streamed_fit_errors(tmp_path, capsys):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import MultiTaskData
+from ..data import MultiTaskData, TaskStatistics
 from ..errors import HyperparameterError, ShapeMismatchError
 
 __all__ = ["KEEP", "NORMALIZATIONS", "retained_rank", "covariance_factor",
@@ -60,6 +60,31 @@ def covariance_factor(X: np.ndarray, keep: float = KEEP, center: bool = False) -
     return Vt[:r].T * sv[:r]
 
 
+def _gram_factor(C: np.ndarray, keep: float) -> np.ndarray:
+    """:func:`covariance_factor` from C = XᵀX itself (d, d), by its eigendecomposition (the
+    per-task moments of a :class:`~bayesmtl.data.TaskStatistics` hold C, not X)."""
+    lam, V = np.linalg.eigh(C)
+    lam, V = np.clip(lam[::-1], 0.0, None), V[:, ::-1]
+    r = retained_rank(lam, keep)
+    return V[:, :r] * np.sqrt(lam[:r])
+
+
+def _task_factors(data, keep: float, center: bool) -> list:
+    """M_i of every task: from the rows, or from the moments of a TaskStatistics."""
+    if not isinstance(data, TaskStatistics):
+        return [covariance_factor(X, keep, center) for X, _ in data.tasks()]
+    if not 0 < keep <= 1:
+        raise HyperparameterError(f"keep must lie in (0, 1]; got {keep!r}", "keep", keep)
+    d = data.n_features
+    factors = []
+    for gram in data.moments.gram:
+        C = gram[:d, :d]
+        if center:  # Σ (x - x̄)(x - x̄)ᵀ = Σ xxᵀ - s sᵀ / n with s = Σ x
+            C = C - np.outer(gram[:d, d], gram[:d, d]) / max(gram[d, d], 1.0)
+        factors.append(_gram_factor(C, keep))
+    return factors
+
+
 def _score(Mi, Mj, normalization):
     cross = np.linalg.norm(Mi.T @ Mj)
     if normalization == "paper":
@@ -88,15 +113,16 @@ def covariance_similarity_score(X1, X2, keep: float = KEEP, normalization: str =
                   normalization)
 
 
-def covariance_similarity(data: MultiTaskData, keep: float = KEEP,
+def covariance_similarity(data: MultiTaskData | TaskStatistics, keep: float = KEEP,
                           normalization: str = "self", center: bool = False):
-    """(m, m) eq. (5) between every pair of tasks of ``data``, as an xarray DataArray with dims
-    (``task``, ``task_``) labelled by the task names; attrs hold ``keep``, the normalisation and
-    each task's retained rank (``ranks``)."""
+    """(m, m) eq. (5) between every pair of tasks of ``data`` (rows, or the streamed
+    statistics, whose moments hold each C_i), as an xarray DataArray with dims (``task``,
+    ``task_``) labelled by the task names; attrs hold ``keep``, the normalisation and each
+    task's retained rank (``ranks``)."""
     import xarray as xr
 
     _check_normalization(normalization)
-    factors = [covariance_factor(X, keep, center) for X, _ in data.tasks()]
+    factors = _task_factors(data, keep, center)
     m = data.n_tasks
     S = np.eye(m)
     for i in range(m):
