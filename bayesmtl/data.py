@@ -657,6 +657,48 @@ class TaskStatistics:
         self._cache.clear()
         return self
 
+    def merge(self, other: TaskStatistics) -> TaskStatistics:
+        """Add another TaskStatistics of the same tasks and features (e.g. a shard of the
+        rows accumulated elsewhere) into this one; returns self."""
+        if not isinstance(other, TaskStatistics):
+            raise DataError(f"merge takes a TaskStatistics; got {type(other).__name__}")
+        if other.task_names != self.task_names or other.feature_names != self.feature_names:
+            raise ShapeMismatchError("merge needs the same task names and feature names, in "
+                                     "the same order")
+        for mine, theirs in zip(self.moments, other.moments, strict=True):
+            mine += theirs
+        self._cache.clear()
+        return self
+
+    def save(self, path) -> None:
+        """Write the statistics to a folder (JSON + npz, atomically; no pickle)."""
+        from .io import write_model
+
+        write_model(path, {"kind": "task_statistics", "task_names": list(self.task_names),
+                           "feature_names": list(self.feature_names), "params": {}},
+                    dict(zip(("gram", "cross", "yy"), self.moments, strict=True)))
+
+    @classmethod
+    def load(cls, path) -> TaskStatistics:
+        """Statistics written by :meth:`save`; a missing, corrupt or foreign folder raises
+        :class:`~bayesmtl.errors.ModelFileError`."""
+        from .errors import ModelFileError
+        from .io import read_model
+
+        meta, arrays = read_model(path)
+        if meta.get("kind") != "task_statistics" or set(arrays) != {"gram", "cross", "yy"}:
+            raise ModelFileError(f"{path} does not hold TaskStatistics")
+        stats = cls(meta["task_names"], feature_names=meta["feature_names"])
+        m, d = stats.n_tasks, stats.n_features
+        shapes = [(m, d + 1, d + 1), (m, d + 1), (m,)]
+        loaded = [arrays[k] for k in ("gram", "cross", "yy")]
+        if [a.shape for a in loaded] != shapes or not all(np.all(np.isfinite(a))
+                                                          for a in loaded):
+            raise ModelFileError(f"{path}: the moments do not match {m} tasks × {d} features "
+                                 "or are not finite")
+        stats.moments = type(stats.moments)(*(a.astype(np.float64) for a in loaded))
+        return stats
+
     @property
     def n_tasks(self) -> int:
         return len(self.task_names)

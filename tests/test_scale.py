@@ -312,3 +312,34 @@ def test_estimator_fits_task_statistics():
         MTLRegressor().fit(stats, y)
     with pytest.raises(DataError, match="regression"):
         MTLClassifier().fit(stats)
+
+
+def test_task_statistics_merge_save_load(tmp_path):
+    """Shards merged equal the whole; save/load round-trips exactly; a foreign or corrupt
+    folder is a ModelFileError; mismatched shards are a ShapeMismatchError."""
+    from bayesmtl import TaskStatistics
+    from bayesmtl.errors import ModelFileError, ShapeMismatchError
+
+    rng = np.random.default_rng(6)
+    X, y, task = rng.normal(size=(60, 2)), rng.normal(size=60), rng.choice(["p", "q"], 60)
+    whole = TaskStatistics(["p", "q"], n_features=2).add(X, y, task)
+    shards = [TaskStatistics(["p", "q"], n_features=2).add(X[s], y[s], task[s])
+              for s in (slice(0, 25), slice(25, 60))]
+    merged = shards[0].merge(shards[1])
+    for a, b in zip(merged.moments, whole.moments, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+    merged.save(tmp_path / "stats")
+    back = TaskStatistics.load(tmp_path / "stats")
+    assert back.task_names == ("p", "q") and back.feature_names == ("x0", "x1")
+    for a, b in zip(back.moments, merged.moments, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ShapeMismatchError):
+        merged.merge(TaskStatistics(["q", "p"], n_features=2))
+    (tmp_path / "stats" / "arrays.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError):
+        TaskStatistics.load(tmp_path / "stats")
+    from bayesmtl.io import write_model
+
+    write_model(tmp_path / "other", {"kind": "model", "params": {}}, {"W": np.zeros(2)})
+    with pytest.raises(ModelFileError, match="does not hold"):
+        TaskStatistics.load(tmp_path / "other")
