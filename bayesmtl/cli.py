@@ -290,7 +290,7 @@ def _check_streamed(args):
         raise UsageError("--chunksize fits the MAP of a regression (sufficient statistics "
                          "determine the Gaussian likelihood only)")
     if not methods.get(args.method).statistics:
-        able = ", ".join(n for n in methods.names() if methods.get(n).statistics)
+        able = ", ".join(methods.names(statistics=True))
         raise UsageError(f"--chunksize: {args.method} needs the rows; methods that fit from "
                          f"streamed statistics: {able}")
 
@@ -338,6 +338,15 @@ def _held_out(n, start, seed, test_size):
     return np.random.default_rng([seed, start]).random(n) < test_size
 
 
+def _split_chunks(args, features):
+    """(X, y, task labels, held-out mask) of each chunk of the file, in order."""
+    start = 0
+    for df in _chunks(args.data, args.chunksize, [args.task_col, args.target, *features]):
+        X, y, task = _chunk_arrays(df, start, args, features)
+        yield X, y, task, _held_out(len(y), start, args.seed, args.test_size)
+        start += len(y)
+
+
 def _streamed_statistics(args):
     """TaskStatistics of the training rows (pass 1, after a pass over the task column) and
     the feature names."""
@@ -354,22 +363,16 @@ def _streamed_statistics(args):
     names = set()
     for df in _chunks(args.data, args.chunksize, [args.task_col]):
         names.update(df[args.task_col].astype(str).unique().tolist())
-    stats, start = TaskStatistics(sorted(names), feature_names=features), 0
-    for df in _chunks(args.data, args.chunksize, [args.task_col, args.target, *features]):
-        X, y, task = _chunk_arrays(df, start, args, features)
-        keep = ~_held_out(len(y), start, args.seed, args.test_size)
-        stats.add(X[keep], y[keep], task[keep])
-        start += len(y)
+    stats = TaskStatistics(sorted(names), feature_names=features)
+    for X, y, task, test in _split_chunks(args, features):
+        stats.add(X[~test], y[~test], task[~test])
     return stats, features
 
 
 def _streamed_rmse(args, features, estimators):
     """Test RMSE of each estimator on the held-out rows (pass 2)."""
-    sse, n, start = np.zeros(len(estimators)), 0, 0
-    for df in _chunks(args.data, args.chunksize, [args.task_col, args.target, *features]):
-        X, y, task = _chunk_arrays(df, start, args, features)
-        test = _held_out(len(y), start, args.seed, args.test_size)
-        start += len(y)
+    sse, n = np.zeros(len(estimators)), 0
+    for X, y, task, test in _split_chunks(args, features):
         if test.any():
             for k, est in enumerate(estimators):
                 sse[k] += np.sum((est.predict(X[test], task=task[test]) - y[test]) ** 2)

@@ -606,9 +606,10 @@ class TaskStatistics:
         as in ``task_names``); ``n_features`` defaults to the first chunk's width."""
         stats = None
         for X, y, task in chunks:
-            if stats is None:
-                width = n_features if feature_names is None and n_features is not None \
-                    else (np.shape(X)[1] if np.ndim(X) == 2 and feature_names is None else None)
+            if stats is None:  # the width: n_features, else the first chunk's (feature_names win)
+                width = None if feature_names is not None else (
+                    n_features if n_features is not None
+                    else (np.shape(X)[1] if np.ndim(X) == 2 else None))
                 stats = cls(task_names, width, feature_names)
             stats.add(X, y, task)
         if stats is None:

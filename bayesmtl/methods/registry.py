@@ -316,11 +316,14 @@ def get(method) -> Method:
                       "method", method)
 
 
-def names(*, shallow: bool | None = None, kind: str | None = None) -> tuple:
-    """Registered method names (optionally only shallow ones, or those fitting ``kind``)."""
+def names(*, shallow: bool | None = None, kind: str | None = None,
+          statistics: bool | None = None) -> tuple:
+    """Registered method names (optionally only shallow ones, those fitting ``kind``, or those
+    whose ``statistics`` flag is as given)."""
     return tuple(n for n, m in _REGISTRY.items()
                  if (shallow is None or m.shallow == shallow)
-                 and (kind is None or kind in m.kinds))
+                 and (kind is None or kind in m.kinds)
+                 and (statistics is None or m.statistics == statistics))
 
 
 def validate(method, values: Mapping | None = None) -> dict:
@@ -355,7 +358,7 @@ def _check_statistics(method: Method, data: TaskStatistics, settings: Settings) 
         raise MethodError(f"inference={settings.inference!r} needs the rows (a MultiTaskData);"
                           " TaskStatistics give MAP only", "inference", settings.inference)
     if not method.statistics:
-        able = ", ".join(n for n in names() if get(n).statistics)
+        able = ", ".join(names(statistics=True))
         raise MethodError(f"{method.name} needs the rows (a MultiTaskData); the methods that "
                           f"fit from TaskStatistics are: {able}", "method", method.name)
     data.check(method.name)

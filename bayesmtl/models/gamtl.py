@@ -320,15 +320,15 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     WtW = W.T @ W
     target = W.T @ w_target
 
+    def gram(c):  # M = W Diag(c²) Wᵀ over the kept entries
+        return (W * (keep * c**2)[None, :]) @ W.T
+
     def spectrum(c):
-        M = (W * (keep * c**2)[None, :]) @ W.T
-        mu, U = jnp.linalg.eigh(M)
-        return mu, U
+        return jnp.linalg.eigh(gram(c))
 
     def value(c):
-        c = keep * c
-        mu = jnp.linalg.eigvalsh((W * c[None, :] ** 2) @ W.T)
-        return (0.5 * lam * jnp.sum((w_target - W @ c) ** 2)
+        mu = jnp.linalg.eigvalsh(gram(c))
+        return (0.5 * lam * jnp.sum((w_target - W @ (keep * c)) ** 2)
                 + gamma * jnp.sum(jnp.sqrt(jnp.maximum(mu, 0.0))))
 
     def gradient_hessian(c):
@@ -642,10 +642,7 @@ def _w_step_newton(term, W0, b0, C, lam, gamma, max_newton=30):
         return th[:, :d].T, th[:, d]
 
     def value(x):
-        W, b = unpack(x)
-        mu = jax.vmap(lambda s2: jnp.linalg.eigvalsh((W * s2[None, :]) @ W.T))(sq)
-        return (_term_loss(term, W, b) + 0.5 * lam * jnp.sum((W @ R) ** 2)
-                + gamma * jnp.sum(jnp.sqrt(jnp.maximum(mu, 0.0))))
+        return _objective(term, *unpack(x), C, lam, gamma)
 
     def trace_parts(W):  # Σ_k φ_k's gradient (d, m) and Hessian (m, d, m, d)
         M = jnp.einsum("dj,kj,ej->kde", W, sq, W)
@@ -871,6 +868,24 @@ def fit_single_task(data: MultiTaskData, lam: float = 1.0, loss=None, *,
     return np.asarray(W), np.asarray(b)
 
 
+class _NewtonSchedule:
+    """When to try a step's Newton method: every outer iteration while it certifies; after a
+    failure it waits 1, 2, 4, … 16 outer iterations before the next try."""
+
+    def __init__(self):
+        self.wait = self.skip = 0
+
+    def due(self) -> bool:
+        return self.wait == 0
+
+    def record(self, tried: bool, certified: bool) -> None:
+        if tried:
+            self.skip = 0 if certified else min(16, max(1, 2 * self.skip))
+            self.wait = self.skip
+        else:
+            self.wait = max(0, self.wait - 1)
+
+
 def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=None, *,
               max_outer: int = 300, tol: float = 1e-6, loss_scale: str = "mean",
               admm_abs_tol: float = 1e-9, admm_rel_tol: float = 1e-6,
@@ -924,7 +939,7 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
     history = [objective(W, b, C)]
     c_res, w_res, c_it, w_it, ok, jumped = [], [], [], [], [], []
     c_warm = w_warm = None
-    newton_wait = newton_skip = w_newton_wait = w_newton_skip = 0
+    c_newton, w_newton = _NewtonSchedule(), _NewtonSchedule()
     converged = certifying = False
     change = 1.0
     beta = extrapolation
@@ -940,29 +955,21 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         # and penalty ρ (W and C move little late in the fit, so the old duals are close)
         # Newton's C-step certifies dense optima in a few steps; after it fails (a sparse
         # optimum) it is retried after 1, 2, 4, … 16 outer iterations
-        try_newton = newton_wait == 0
+        try_newton = c_newton.due()
         C_new, cr, certified = _c_step_certified(W, C, lam, gamma, c_warm, newton=try_newton,
                                                  **tols)
-        if try_newton:
-            newton_skip = 0 if certified else min(16, max(1, 2 * newton_skip))
-            newton_wait = newton_skip
-        else:
-            newton_wait -= 1
+        c_newton.record(try_newton, certified)
         c_warm = AdmmWarmStart(cr.z, cr.u, cr.rho)
         if objective(W, b, C_new) <= history[-1]:  # keep a step only if (1) does not rise
             C = C_new
         # Newton's W-step only where ADMM's is expensive (the logistic loss: a Newton solve per
         # task in every ADMM iteration) and only if each c_k has ≥ d non-zeros (else some
         # M_k = W Diag(c_k²) Wᵀ is singular and the trace norm not smooth)
-        try_w_newton = (w_newton_wait == 0 and loss == "logistic"
+        try_w_newton = (w_newton.due() and loss == "logistic"
                         and bool(np.all(np.sum(np.asarray(C) != 0, axis=0) >= W.shape[0])))
         W_new, b_new, wr, certified = _w_step_certified(term, W, b, C, lam, gamma, w_warm,
                                                         newton=try_w_newton, **tols)
-        if try_w_newton:
-            w_newton_skip = 0 if certified else min(16, max(1, 2 * w_newton_skip))
-            w_newton_wait = w_newton_skip
-        else:
-            w_newton_wait = max(0, w_newton_wait - 1)
+        w_newton.record(try_w_newton, certified)
         w_warm = AdmmWarmStart(wr.z, wr.u, wr.rho)
         value = objective(W, b, C)
         value_new = objective(W_new, b_new, C)
