@@ -439,3 +439,41 @@ def test_bad_fit_arguments(data):
         S.fit_schatten(data, P.MTRL(), 1.0)
     with pytest.warns(ConvergenceWarning):
         S.fit_schatten(data, S.Schatten(2.0), 1.0, max_iter=2)
+
+
+@pytest.mark.parametrize("shape", [(6, 11), (11, 6)])
+@pytest.mark.parametrize("rank", [6, 3])
+def test_spectral_proxes_through_the_gram_matrix_equal_the_svd_route(shape, rank):
+    """The Schatten proxes go through the smaller Gram matrix (spectral_map); they must agree
+    with U diag(prox(s)) Vᵀ from an SVD, wide and tall, full rank and rank-deficient."""
+    rng = np.random.default_rng(rank)
+    d, m = shape
+    W = rng.normal(size=(d, rank)) @ rng.normal(size=(rank, m)) * 3.0
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+
+    def by_svd(fn):
+        return (U * np.asarray(fn(jnp.asarray(s)))) @ Vt
+
+    for p in (0.5, 1.0, 1.5):
+        tau = 0.7 * float(np.median(s))  # some singular values survive, some do not
+        np.testing.assert_allclose(PX.prox_schatten_pp(jnp.asarray(W), tau, p),
+                                   by_svd(lambda v, tau=tau, p=p: PX._prox_power(v, tau, p)),
+                                   atol=1e-10 * s[0])
+        np.testing.assert_allclose(
+            PX.prox_squared_schatten(jnp.asarray(W), 0.05, p),
+            by_svd(lambda v, p=p: PX.prox_squared_schatten(jnp.diag(v), 0.05, p).diagonal()),
+            atol=1e-10 * s[0])
+
+
+def test_nonconvex_squared_prox_ignores_exact_zero_singular_values():
+    """An exact zero among the singular values (a rank-deficient W) once made the shared
+    Newton loop of the p < 1 prox stop after one step for every entry (0 · ∞ = NaN)."""
+    s = jnp.array([35.904, 31.479, 9.897])
+    with_zeros = jnp.concatenate([s, jnp.zeros(3)])
+    x = PX._prox_squared_lp_nonconvex(s, 0.05, 0.5)
+    np.testing.assert_allclose(PX._prox_squared_lp_nonconvex(with_zeros, 0.05, 0.5)[:3], x,
+                               rtol=1e-12)
+    objective = lambda v: 0.5 * np.sum((v - s) ** 2) + 0.025 * np.sum(v**0.5) ** 4  # noqa: E731
+    best = scipy.optimize.minimize(lambda z: objective(np.abs(np.r_[z, 0.0])), np.asarray(x[:2]),
+                                   method="Nelder-Mead", options=dict(xatol=1e-10, fatol=1e-13))
+    assert objective(np.asarray(x)) <= best.fun + 1e-9

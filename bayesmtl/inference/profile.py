@@ -224,9 +224,11 @@ class _AdmmState(NamedTuple):
     primal: jax.Array
     dual: jax.Array
     rho: jax.Array
-    dX: jax.Array  # (memory, 2dm) Anderson differences of points
+    dX: jax.Array  # (memory, 2dm) Anderson differences of points (a ring buffer)
     dG: jax.Array  # (memory, 2dm) and of fixed-point residuals
-    count: jax.Array
+    gram: jax.Array  # (memory, memory) dG dGᵀ, kept up to date row by row
+    head: jax.Array  # the ring buffer's next row
+    count: jax.Array  # its valid rows (after a reset they are rows 0 … count - 1)
     f_prev: jax.Array
     f: jax.Array
     hist: jax.Array
@@ -279,12 +281,12 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
     def body(s: _AdmmState):
         plain = (s.it < warmup) | (memory == 0)
         g = s.tx - s.x
-        mask = jnp.arange(max(memory, 1)) < s.count
-        gram = s.dG @ s.dG.T
-        gram = jnp.where(mask[:, None] & mask[None, :], gram, jnp.eye(gram.shape[0]))
-        gram = gram + 1e-10 * jnp.trace(gram) / gram.shape[0] * jnp.eye(gram.shape[0])
+        k = s.gram.shape[0]
+        mask = jnp.arange(k) < s.count
+        gram = jnp.where(mask[:, None] & mask[None, :], s.gram, jnp.eye(k))
+        gram = gram + 1e-10 * jnp.trace(gram) / k * jnp.eye(k)
         gamma = jnp.linalg.solve(gram, jnp.where(mask, s.dG @ g, 0.0))
-        anderson = s.tx - (s.dX + s.dG).T @ gamma
+        anderson = s.tx - s.dX.T @ gamma - s.dG.T @ gamma
         candidate = jnp.where(plain | (s.count == 0), s.tx, anderson)
         tx, W, b, primal, dual = admm_map(candidate, s.rho)
         g_new = tx - candidate
@@ -298,17 +300,23 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
 
         x, tx, W, b, primal, dual = jax.lax.cond(accept, keep, fallback, None)
         push = accept & ~plain & (s.it > warmup)
-        dX = jnp.where(push, jnp.roll(s.dX, 1, axis=0).at[0].set(candidate - s.x), s.dX)
-        dG = jnp.where(push, jnp.roll(s.dG, 1, axis=0).at[0].set(g_new - g), s.dG)
+        # one row of the ring buffer and of its Gram matrix changes (in place: copying the
+        # (memory, 2dm) buffers every iteration cost more than the ADMM map on School)
+        row = s.head
+        dX = s.dX.at[row].set(jnp.where(push, candidate - s.x, s.dX[row]))
+        dG = s.dG.at[row].set(jnp.where(push, g_new - g, s.dG[row]))
+        cross = jnp.where(push, dG @ dG[row], s.gram[row])
+        gram = s.gram.at[row].set(cross).at[:, row].set(cross)
         count = jnp.where(accept, jnp.minimum(s.count + push, memory), 0)
+        head = jnp.where(accept, (s.head + push) % k, 0)
         Z_new, _ = unflat(tx)
         f_new = objective(Z_new, b)
         # residual balancing while plain; U is the scaled dual, so rescale it
         scale = jnp.where(primal > 10 * dual, 2.0, jnp.where(dual > 10 * primal, 0.5, 1.0))
         scale = jnp.where(plain, scale, 1.0)
         tx = tx.at[n:].divide(scale)
-        return _AdmmState(x, tx, W, b, primal, dual, s.rho * scale, dX, dG, count, s.f,
-                          f_new, s.hist.at[s.it].set(f_new),
+        return _AdmmState(x, tx, W, b, primal, dual, s.rho * scale, dX, dG, gram, head, count,
+                          s.f, f_new, s.hist.at[s.it].set(f_new),
                           s.n_eval + 1 + (~accept).astype(s.n_eval.dtype), s.it + 1)
 
     def cond(s: _AdmmState):
@@ -324,7 +332,8 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
     k = max(memory, 1)
     inf = jnp.asarray(jnp.inf)
     init = _AdmmState(x0, x0, W0, b0, inf, inf, rho0, jnp.zeros((k, 2 * n)),
-                      jnp.zeros((k, 2 * n)), jnp.asarray(0), inf, objective(W0, b0),
+                      jnp.zeros((k, 2 * n)), jnp.zeros((k, k)), jnp.asarray(0), jnp.asarray(0),
+                      inf, objective(W0, b0),
                       jnp.full((max_iter,), jnp.nan), jnp.asarray(0), jnp.asarray(0))
     s = jax.lax.while_loop(cond, body, init)
     Z, _ = unflat(s.tx)

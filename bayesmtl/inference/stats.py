@@ -79,23 +79,16 @@ _BLOCK_ROWS = 65536
 
 
 def _block_moments(X, y):
-    """(x̃ᵀx̃ (D, D), x̃ᵀy (D,), yᵀy) of one task's rows, in blocks of rows: the BLAS product
-    XᵀX once, the ones column's entries as column sums (no augmented copy of X)."""
+    """(x̃ᵀx̃ (D, D), x̃ᵀy (D,), yᵀy) of one task's rows: in blocks of rows, one BLAS product
+    ZᵀZ of Z = (X, 1, y) per block (the copy is bounded by the block size)."""
     d = X.shape[1]
-    gram = np.zeros((d + 1, d + 1))
-    cross = np.zeros(d + 1)
-    yy = 0.0
+    total = np.zeros((d + 2, d + 2))
     for lo in range(0, len(y), _BLOCK_ROWS):
         Xb, yb = X[lo:lo + _BLOCK_ROWS], y[lo:lo + _BLOCK_ROWS]
-        gram[:d, :d] += Xb.T @ Xb
-        s = Xb.sum(axis=0)
-        gram[:d, d] += s
-        gram[d, :d] += s
-        gram[d, d] += len(yb)
-        cross[:d] += yb @ Xb
-        cross[d] += yb.sum()
-        yy += float(yb @ yb)
-    return gram, cross, yy
+        Z = np.empty((len(yb), d + 2))
+        Z[:, :d], Z[:, d], Z[:, d + 1] = Xb, 1.0, yb
+        total += Z.T @ Z
+    return total[:d + 1, :d + 1], total[:d + 1, d + 1], float(total[d + 1, d + 1])
 
 
 def task_moments(data: MultiTaskData) -> TaskMoments:
