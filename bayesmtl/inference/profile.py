@@ -6,7 +6,9 @@ Schatten, squared Schatten, clustered) reduces, after minimising over Ω, to a p
 through ``prox(V, step, args)`` = argmin_Z R(Z) + ‖Z - V‖²/(2 step) and ``penalty(W, args)`` =
 R(W); ``args`` is a pytree of the penalty's hyperparameters (traced, so changing λ does not
 recompile). prox and penalty must be module-level functions (static arguments of the jitted
-loops). :func:`solve_profile` dispatches to ADMM with exact per-task W-solves
+loops). A prox may return the pair (Z, R(Z)) when it has R(Z) for free (the spectral proxes
+know Z's singular values): the ADMM loop then needs no second decomposition per iteration.
+:func:`solve_profile` dispatches to ADMM with exact per-task W-solves
 (:func:`profile_admm`), FISTA (:func:`profile_proximal`) or the alternating W/Ω scheme
 (:func:`profile_alternating`).
 
@@ -30,6 +32,12 @@ from ..models.losses import linear_predictor, row_weights
 from .prox import quadratic_prox
 from .solvers import DENSE_SYSTEM_MAX, coupled_block_solve, fista, newton_cg
 from .stats import GaussianTerm, LogisticTerm, data_loss, data_term, resolve_noise
+
+
+def _prox_value(prox, penalty, V, step, args):
+    """(prox(V, step, args), R at it), whichever of the two forms ``prox`` returns."""
+    out = prox(V, step, args)
+    return out if isinstance(out, tuple) else (out, penalty(out, args))
 
 
 @partial(jax.jit, static_argnames=("spectrum",))
@@ -171,7 +179,7 @@ def profile_proximal(term, ridge, prox, penalty, args, W0, b0, max_iter, tol,
         return data_loss(term, W, b) + 0.5 * ridge * jnp.sum(W**2)
 
     def prox_x(x, step):
-        W = prox(x[: d * m].reshape(d, m), step, args).ravel()
+        W = _prox_value(prox, penalty, x[: d * m].reshape(d, m), step, args)[0].ravel()
         return jnp.concatenate([W, x[d * m:]])
 
     x0 = jnp.concatenate([W0.ravel(), b0]) if fit_intercept else W0.ravel()
@@ -272,11 +280,13 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
         Z, U = unflat(x)
         W, b = solve(Z - U, rho)
         W_hat = alpha * W + (1.0 - alpha) * Z
-        Z_new = prox(W_hat + U, 1.0 / rho, args)
+        Z_new, r_new = _prox_value(prox, penalty, W_hat + U, 1.0 / rho, args)
         U_new = U + W_hat - Z_new
         primal = jnp.linalg.norm(W - Z_new)
         dual = rho * jnp.linalg.norm(Z_new - Z)
-        return flat(Z_new, U_new), W, b, primal, dual
+        # the objective at (Z⁺, b), with R(Z⁺) from the prox
+        f = data_loss(term, Z_new, b) + 0.5 * ridge * jnp.sum(Z_new**2) + r_new
+        return flat(Z_new, U_new), W, b, primal, dual, f
 
     def body(s: _AdmmState):
         plain = (s.it < warmup) | (memory == 0)
@@ -288,17 +298,17 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
         gamma = jnp.linalg.solve(gram, jnp.where(mask, s.dG @ g, 0.0))
         anderson = s.tx - s.dX.T @ gamma - s.dG.T @ gamma
         candidate = jnp.where(plain | (s.count == 0), s.tx, anderson)
-        tx, W, b, primal, dual = admm_map(candidate, s.rho)
+        tx, W, b, primal, dual, f_new = admm_map(candidate, s.rho)
         g_new = tx - candidate
         accept = plain | (s.count == 0) | (jnp.linalg.norm(g_new) <= jnp.linalg.norm(g))
 
         def keep(_):
-            return candidate, tx, W, b, primal, dual
+            return candidate, tx, W, b, primal, dual, f_new
 
         def fallback(_):  # the plain ADMM step from the accepted point
             return (s.tx, *admm_map(s.tx, s.rho))
 
-        x, tx, W, b, primal, dual = jax.lax.cond(accept, keep, fallback, None)
+        x, tx, W, b, primal, dual, f_new = jax.lax.cond(accept, keep, fallback, None)
         push = accept & ~plain & (s.it > warmup)
         # one row of the ring buffer and of its Gram matrix changes (in place: copying the
         # (memory, 2dm) buffers every iteration cost more than the ADMM map on School)
@@ -309,8 +319,6 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
         gram = s.gram.at[row].set(cross).at[:, row].set(cross)
         count = jnp.where(accept, jnp.minimum(s.count + push, memory), 0)
         head = jnp.where(accept, (s.head + push) % k, 0)
-        Z_new, _ = unflat(tx)
-        f_new = objective(Z_new, b)
         # residual balancing while plain; U is the scaled dual, so rescale it
         scale = jnp.where(primal > 10 * dual, 2.0, jnp.where(dual > 10 * primal, 0.5, 1.0))
         scale = jnp.where(plain, scale, 1.0)

@@ -44,9 +44,10 @@ def prox_squared_l1_nonneg(s, tau):
     return jnp.maximum(s - theta, 0.0)
 
 
-def prox_squared_trace_norm(W, tau):
-    """Prox of ``(tau / 2) ||W||_*^2`` (the MTRL / squared-Schatten-1 penalty) for W (d, m)."""
-    return spectral_map(W, lambda s: prox_squared_l1_nonneg(s, tau))
+def prox_squared_trace_norm(W, tau, values=False):
+    """Prox of ``(tau / 2) ||W||_*^2`` (the MTRL / squared-Schatten-1 penalty) for W (d, m);
+    ``values=True``: also its singular values (see :func:`spectral_map`)."""
+    return spectral_map(W, lambda s: prox_squared_l1_nonneg(s, tau), values)
 
 
 def _prox_power_scalar(s, tau, p, max_iter=100):
@@ -165,10 +166,11 @@ def _prox_power(s, tau, p):
         lambda: _prox_power_nonconvex(s, tau, jnp.minimum(p, 1.0 - 1e-12))])
 
 
-def prox_schatten_pp(W, tau, p):
+def prox_schatten_pp(W, tau, p, values=False):
     """Prox of τ‖W‖_{S_p}^p = τ Σ σ_k^p for 0 < p < 2, W (d, m) (for p < 1 the penalty is
-    non-convex and this is its exact, possibly set-valued, proximal map)."""
-    return spectral_map(W, lambda s: _prox_power(s, tau, p))
+    non-convex and this is its exact, possibly set-valued, proximal map); ``values=True``:
+    also its singular values (see :func:`spectral_map`)."""
+    return spectral_map(W, lambda s: _prox_power(s, tau, p), values)
 
 
 def _prox_squared_lp_nonneg(s, tau, p, n_bisect=200):
@@ -191,16 +193,17 @@ def _prox_squared_lp_nonneg(s, tau, p, n_bisect=200):
     return jnp.where(hi0 > 0, _prox_power_scalar(s, c / p, p), 0.0)
 
 
-def prox_squared_schatten(W, tau, p):
+def prox_squared_schatten(W, tau, p, values=False):
     """Prox of (τ/2)‖W‖²_{S_p} for 0 < p < 2 (p = 1: MTRL's squared trace norm; p < 1:
-    non-convex, exact global minimiser), W (d, m)."""
+    non-convex, exact global minimiser), W (d, m); ``values=True``: also its singular
+    values (see :func:`spectral_map`)."""
     def fn(s):
         branch = jnp.where(p == 1.0, 0, jnp.where(p > 1.0, 1, 2))  # only one branch runs
         return jax.lax.switch(branch, [
             lambda: prox_squared_l1_nonneg(s, tau),
             lambda: _prox_squared_lp_nonneg(s, tau, jnp.maximum(p, 1.0 + 1e-12)),
             lambda: _prox_squared_lp_nonconvex(s, tau, jnp.minimum(p, 1.0 - 1e-12))])
-    return spectral_map(W, fn)
+    return spectral_map(W, fn, values)
 
 
 @jax.jit
@@ -250,10 +253,12 @@ def quadratic_prox(V, step, args):
     return ((V @ Q) / (1.0 + step * e)) @ Q.T
 
 
-def spectral_map(J, fn):
+def spectral_map(J, fn, values=False):
     """U diag(fn(s)) Vᵀ for J = U diag(s) Vᵀ (p, q), through the eigendecomposition of its
     smaller Gram matrix (JJᵀ or JᵀJ, k = min(p, q)); ``fn`` maps the k singular values (in no
-    particular order) to the new ones, with fn(0) = 0 assumed.
+    particular order) to the new ones, with fn(0) = 0 assumed. ``values=True`` returns the
+    pair (result, its k singular values fn(s)), so a caller needs no second decomposition
+    for the penalty at the result.
 
     Equal to the SVD route in exact arithmetic. The Gram eigenvalues are accurate to
     ``eps·s_max²``, i.e. s to ``eps·s_max²/s``; the result is as accurate as the SVD's where
@@ -267,10 +272,13 @@ def spectral_map(J, fn):
     evals, vecs = jnp.linalg.eigh(gram)
     s = jnp.sqrt(jnp.maximum(evals, 0.0))
     positive = s > 0
-    ratio = jnp.where(positive, fn(s) / jnp.where(positive, s, 1.0), 0.0)
+    x = jnp.where(positive, fn(s), 0.0)
+    ratio = x / jnp.where(positive, s, 1.0)
     if p <= q:
-        return vecs @ (ratio[:, None] * (vecs.T @ J))
-    return ((J @ vecs) * ratio[None, :]) @ vecs.T
+        out = vecs @ (ratio[:, None] * (vecs.T @ J))
+    else:
+        out = ((J @ vecs) * ratio[None, :]) @ vecs.T
+    return (out, x) if values else out
 
 
 def prox_trace_norm_gram(J, threshold):

@@ -154,7 +154,9 @@ def squared_trace_norm_penalty(W, lam):
 
 
 def squared_trace_norm_prox(V, step, lam):
-    return prox_squared_trace_norm(V, step * lam)
+    """(prox of step·(λ/2)‖·‖²_*, the penalty at it) (the profile loops' protocol)."""
+    Z, s = prox_squared_trace_norm(V, step * lam, values=True)
+    return Z, 0.5 * lam * jnp.sum(s) ** 2
 
 
 def mtrl_objective(W, b, X, y, task, weights, lam, ridge, classification=False, noise=1.0):

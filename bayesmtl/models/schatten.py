@@ -130,8 +130,10 @@ def _schatten_penalty(W, args):
 
 
 def _schatten_prox(V, step, args):
+    """(prox, the penalty at it) (the profile loops' protocol, see inference.profile)."""
     coef, p, _, _ = args
-    return prox_schatten_pp(V, step * coef, p)
+    Z, s = prox_schatten_pp(V, step * coef, p, values=True)
+    return Z, coef * jnp.sum(s**p)
 
 
 def _schatten_spectrum(a, args):
@@ -149,8 +151,10 @@ def _squared_penalty(W, args):
 
 
 def _squared_prox(V, step, args):
+    """(prox, the penalty at it) (the profile loops' protocol, see inference.profile)."""
     lam1, p, _, _ = args
-    return prox_squared_schatten(V, step * lam1, p)
+    Z, s = prox_squared_schatten(V, step * lam1, p, values=True)
+    return Z, 0.5 * lam1 * jnp.sum(s**p) ** (2.0 / p)
 
 
 def _squared_spectrum(a, args):
