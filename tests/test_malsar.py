@@ -234,3 +234,52 @@ def test_classifier_and_compare_include_the_family():
     rows, fits = compare(train, test, ["l21", "lasso", "dirty"], n_folds=2)
     assert [r["status"] for r in rows] == ["ok"] * 3 and set(fits) == {"l21", "lasso", "dirty"}
     assert {"l21", "lasso", "dirty"} <= set(M.names(shallow=True, kind="classification"))
+
+
+def test_lasso_blocks_exact_where_admm_stalls():
+    """The Gaussian lasso's per-task solver (interior point, then coordinate descent): on tasks
+    whose centred Gram matrices are singular (a feature constant within each task, a feature
+    duplicated) at a small λ it reaches Clarabel's optimum with exact zeros, and agrees with
+    the ADMM path where that one converges."""
+    from bayesmtl.models.sparse_rows import fit_sparse_rows
+
+    rng = np.random.default_rng(11)
+    tasks = []
+    for i, n in enumerate((12, 18, 25)):
+        X = rng.normal(size=(n, 5))
+        X[:, 3] = float(i)  # constant within the task: S_i singular
+        X[:, 4] = X[:, 0]  # a duplicated column: singular again
+        tasks.append((X, X[:, 0] - 2 * X[:, 1] + 0.3 * rng.normal(size=n)))
+    data = MultiTaskData.from_tasks(tasks)
+    for lam in (1e-3, 0.05):
+        fit = fit_sparse_rows(data, "lasso", lam)
+        assert fit.converged and fit.residual <= 1e-10
+        reference = _reference(data, "lasso", lam, None)
+        assert abs(fit.objective - reference) < 1e-9 * abs(reference), (lam, fit.objective,
+                                                                          reference)
+        assert np.all(fit.W[3] == 0)  # the constant feature: exactly zero
+    admm = fit_sparse_rows(data, "lasso", 0.05, method="admm")
+    blocks = fit_sparse_rows(data, "lasso", 0.05, method="blocks")
+    assert admm.converged and abs(admm.objective - blocks.objective) < 1e-10 * blocks.objective
+    with pytest.raises(ValueError, match="blocks"):
+        fit_sparse_rows(_classification(), "lasso", 0.1, method="blocks")
+
+
+def test_lasso_on_school_small_lambda_converges_by_default():
+    """School split 1 at λ = 0.01: the default solver (blocks) certifies the optimum; ADMM ran
+    into its 5,000-evaluation cap there, 2e-8 above it, and warned."""
+    import warnings
+
+    from bayesmtl.datasets import load_school
+    from bayesmtl.errors import ConvergenceWarning
+    from bayesmtl.models.sparse_rows import fit_sparse_rows
+
+    data, _ = load_school(split=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fit = fit_sparse_rows(data, "lasso", 0.01)
+    assert fit.converged and fit.residual <= 1e-10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        admm = fit_sparse_rows(data, "lasso", 0.01, method="admm", max_iter=300)
+    assert fit.objective <= admm.objective

@@ -198,16 +198,7 @@ def _eigen_w_solver(term: GaussianTerm, ridge, d: int):
     factored once, so w_i = Q_i diag(1/(s_i + ρ + ρ_a)) Q_iᵀ (r̃_i + ρ_a v_i) for any ρ_a.
     Returns ``solve(V, rho_a) -> (W, b)``; a term without intercept (D = d) gives b = 0.
     """
-    H, rhs = term.H, term.rhs
-    m = rhs.shape[0]
-    fit_intercept = rhs.shape[1] == d + 1
-    if fit_intercept:
-        h, hbb = H[:, :d, d], H[:, d, d]
-        safe = jnp.where(hbb > 0, hbb, 1.0)  # a task without rows keeps b = 0
-        S = H[:, :d, :d] - h[:, :, None] * h[:, None, :] / safe[:, None, None]
-        r = rhs[:, :d] - h * (rhs[:, d] / safe)[:, None]
-    else:
-        S, r = H, rhs
+    S, r, intercept = centred_blocks(term, d)
     s, Q = jnp.linalg.eigh(S)
     s = jnp.clip(s, 0.0) + ridge
     Qr = jnp.einsum("mji,mj->mi", Q, r)  # Q_iᵀ r̃_i
@@ -215,13 +206,25 @@ def _eigen_w_solver(term: GaussianTerm, ridge, d: int):
     def solve(V, rho):
         t = (Qr + rho * jnp.einsum("mji,jm->mi", Q, V)) / (s + rho)
         W = jnp.einsum("mij,mj->im", Q, t)
-        if fit_intercept:
-            b = (rhs[:, d] - jnp.einsum("mi,im->m", h, W)) / safe
-        else:
-            b = jnp.zeros(m, W.dtype)
-        return W, b
+        return W, intercept(W)
 
     return solve
+
+
+def centred_blocks(term: GaussianTerm, d: int):
+    """The Gaussian loss with the unpenalised intercepts minimised out: (S (m, d, d), r̃ (m, d),
+    intercept) with min_b L(W, b) = Σ_i ½w_iᵀS_iw_i - r̃_iᵀw_i + const, S_i = H_ww - h hᵀ/h_bb
+    (the task's centred Gram matrix, a Schur complement) and ``intercept(W)`` (m,) the
+    minimising b. A term without intercept (d × d blocks) gives S = H and b = 0."""
+    H, rhs = term.H, term.rhs
+    m = rhs.shape[0]
+    if rhs.shape[1] != d + 1:
+        return H, rhs, lambda W: jnp.zeros(m, W.dtype)
+    h, hbb = H[:, :d, d], H[:, d, d]
+    safe = jnp.where(hbb > 0, hbb, 1.0)  # a task without rows keeps b = 0
+    S = H[:, :d, :d] - h[:, :, None] * h[:, None, :] / safe[:, None, None]
+    r = rhs[:, :d] - h * (rhs[:, d] / safe)[:, None]
+    return S, r, lambda W: (rhs[:, d] - jnp.einsum("mi,im->m", h, W)) / safe
 
 
 class _AdmmState(NamedTuple):

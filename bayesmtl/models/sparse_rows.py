@@ -40,6 +40,9 @@ designs; the split P/Q is then one of the optimal ones).
 
 from __future__ import annotations
 
+import warnings
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,8 +52,11 @@ from jax.scipy.special import gammaln
 from numpyro.distributions import constraints
 
 from ..data import MultiTaskData
-from ..inference.profile import MTRLResult, solve_profile
+from ..errors import ConvergenceWarning
+from ..inference.profile import MTRLResult, centred_blocks, solve_profile
 from ..inference.prox import prox_dirty, prox_l1, prox_l21
+from ..inference.solvers import nonnegative_qp
+from ..inference.stats import GaussianTerm, data_loss, data_term
 from .likelihoods import Gaussian
 from .losses import linear_predictor
 
@@ -200,6 +206,76 @@ def _unit_spectrum(a, args):
     return jnp.ones_like(a)
 
 
+@partial(jax.jit, static_argnames=("d", "max_sweeps"))
+def lasso_blocks(term: GaussianTerm, lam, d: int, max_sweeps: int = 200, tol: float = 1e-10):
+    """Exact MAP of the Gaussian lasso member, one task at a time (the penalty is separable).
+
+    With the intercepts minimised out (:func:`~bayesmtl.inference.profile.centred_blocks`),
+    task i is min_w ½wᵀS_iw - r̃_iᵀw + λ‖w‖₁ (S_i (d, d) its centred Gram matrix, singular
+    when a feature is constant within the task, as School's school-level ones are). On the
+    split w = u - v, u, v ≥ 0, it is a non-negative QP with factor [F_i, -F_i], S_i = F_iᵀF_i,
+    solved by the interior point of :func:`~bayesmtl.inference.solvers.nonnegative_qp` (tasks
+    batched by vmap); entries below their bound's multiplier are set to 0 and cyclic
+    coordinate descent (all tasks at once, soft-thresholding) makes the zeros exact. Stops when
+    the KKT residual max_j |∂_j| (the distance of 0 from the subdifferential, relative to
+    max(1, λ, max |r̃|)) is ≤ ``tol`` or after ``max_sweeps`` sweeps. ADMM on School at
+    λ = 0.01 stopped at its 5,000-evaluation cap 2e-8 above the optimum.
+
+    Returns W (d, m), b (m,), (KKT residual, sweeps, interior-point certificate met).
+    """
+    S, r, intercept = centred_blocks(term, d)
+    evals, Q = jnp.linalg.eigh(S)
+    F = jnp.sqrt(jnp.clip(evals, 0.0))[:, :, None] * jnp.swapaxes(Q, 1, 2)  # (m, d, d)
+
+    def task_qp(F_i, r_i):
+        x, res = nonnegative_qp(jnp.concatenate([F_i, -F_i], axis=1),
+                                jnp.concatenate([lam - r_i, lam + r_i])[:, None])
+        x = jnp.where(x > res.multiplier, x, 0.0)[:, 0]
+        return x[:d] - x[d:], res.converged
+
+    W, qp_ok = jax.vmap(task_qp)(F, r)  # W here (m, d)
+    diag = jnp.diagonal(S, axis1=1, axis2=2)
+    scale = jnp.maximum(jnp.maximum(1.0, lam), jnp.max(jnp.abs(r)))
+
+    def kkt(W):
+        g = jnp.einsum("mjk,mk->mj", S, W) - r
+        off = jnp.where(W != 0, jnp.abs(g + lam * jnp.sign(W)), jnp.maximum(jnp.abs(g) - lam, 0.0))
+        return jnp.max(off) / scale
+
+    def coordinate(j, W):
+        g = jnp.einsum("mk,mk->m", S[:, j, :], W) - r[:, j]
+        z = W[:, j] - g / jnp.where(diag[:, j] > 0, diag[:, j], 1.0)
+        step = lam / jnp.where(diag[:, j] > 0, diag[:, j], 1.0)
+        # S_jj = 0: the feature is constant within the task, r̃_j = 0 and w_j = 0 is optimal
+        return W.at[:, j].set(jnp.where(diag[:, j] > 0, prox_l1(z, step), 0.0))
+
+    def body(state):
+        W, _, sweeps = state
+        W = jax.lax.fori_loop(0, d, coordinate, W)
+        return W, kkt(W), sweeps + 1
+
+    W, residual, sweeps = jax.lax.while_loop(
+        lambda st: (st[2] < max_sweeps) & (st[1] > tol), body, (W, kkt(W), 0))
+    W = W.T
+    return W, intercept(W), (residual, sweeps, jnp.all(qp_ok))
+
+
+def _fit_lasso_blocks(data, lam, loss_scale, noise, max_iter, tol):
+    """:func:`lasso_blocks` as a profile result (Ω = I; ``history`` the final objective)."""
+    term = data_term(data, loss_scale, noise)
+    d = data.n_features
+    W, b, (residual, sweeps, _) = lasso_blocks(term, jnp.asarray(float(lam)), d,
+                                               max_sweeps=max_iter, tol=max(tol, 1e-10))
+    objective = float(data_loss(term, W, b) + lasso_penalty(W, lam))
+    converged = bool(residual <= max(tol, 1e-10))
+    if not converged:
+        warnings.warn(f"lasso blocks solver stopped after {int(sweeps)} coordinate sweeps "
+                      f"with KKT residual {float(residual):.2e}", ConvergenceWarning,
+                      stacklevel=3)
+    return MTRLResult(np.asarray(W), np.asarray(b), np.eye(data.n_tasks), objective,
+                      np.array([objective]), int(sweeps), converged, float(residual))
+
+
 def fit_sparse_rows(data: MultiTaskData, penalty: str, lam: float, lam2: float | None = None,
                     *, loss_scale: str = "mean", noise: float | None = None,
                     method: str = "auto", max_iter: int = 5000, tol: float = 1e-12,
@@ -207,7 +283,9 @@ def fit_sparse_rows(data: MultiTaskData, penalty: str, lam: float, lam2: float |
     """MAP of :func:`sparse_rows_model`: min_{W,b} L(W, b) + R(W) (module docstring).
 
     ``noise`` is the Gaussian σ (default 1/√2: the squared loss); ``method`` "admm"
-    (Gaussian), "proximal" (FISTA, any likelihood) or "auto"; ``init`` a warm start (W, b).
+    (Gaussian), "proximal" (FISTA, any likelihood), "blocks" (Gaussian lasso: the exact
+    per-task solver :func:`lasso_blocks`, ``max_iter`` its sweeps) or "auto" (blocks for the
+    Gaussian lasso, else admm or proximal); ``init`` a warm start (W, b), unused by blocks.
     Returns the profile loop's result (its ``omega`` is unused, the identity).
     """
     if penalty not in _PROFILE:
@@ -215,6 +293,12 @@ def fit_sparse_rows(data: MultiTaskData, penalty: str, lam: float, lam2: float |
     if not lam > 0 or (penalty == "dirty" and not (lam2 is not None and lam2 > 0)):
         raise ValueError(f"{penalty}: lam (and lam2 for dirty) must be positive; got "
                          f"lam={lam}, lam2={lam2}")
+    blocks_ok = penalty == "lasso" and data.kind == "regression"
+    if method == "blocks" and not blocks_ok:
+        raise ValueError("method='blocks' is the exact solver of the Gaussian lasso; use "
+                         "'admm' or 'proximal'")
+    if method == "blocks" or (method == "auto" and blocks_ok):
+        return _fit_lasso_blocks(data, lam, loss_scale, noise, max_iter, tol)
     prox, value = _PROFILE[penalty]
     args = (jnp.asarray(float(lam)), jnp.asarray(float(lam2))) if penalty == "dirty" \
         else jnp.asarray(float(lam))
