@@ -28,7 +28,8 @@ MAP
 ---
 Profile form: min_{W,b} L(W, b) + R(W), solved by the library's profile loops
 (:func:`~bayesmtl.inference.profile.solve_profile`: ADMM with exact per-task W-solves for the
-Gaussian likelihood, FISTA for any likelihood) with R's proximal operator. For the dirty
+Gaussian likelihood, FISTA for any likelihood) with R's proximal operator; the Gaussian
+lasso, separable over tasks, has its own exact per-task solver (:func:`lasso_blocks`). For the dirty
 model R(W) = min_{P+Q=W} λ‖P‖₁,∞ + λ₂‖Q‖₁ (an infimal convolution, convex, prox by Moreau's
 decomposition, :func:`~bayesmtl.inference.prox.prox_dirty`). Per row, the inner minimiser is
 p_r = clip(w_r, -s_r, s_r) with s_r minimising λ s + λ₂ Σ_j (|w_rj| - s)₊ (piecewise linear:
