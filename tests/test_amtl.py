@@ -534,3 +534,28 @@ def test_separable_tasks_warn_that_the_map_may_not_exist():
     _, message = _unconverged_warning(noisy, max_iter=1)
     assert "without a relative objective change" in message
     assert "MAP may not exist" not in message
+
+
+def test_deadline_stops_between_chunks_and_chunks_do_not_change_the_fit():
+    """With a deadline, Algorithm 1 runs in chunks of outer iterations (one compiled loop,
+    resumed from its state): a deadline already past stops after the first chunk with the
+    state of a max_iter = chunk fit, and a far deadline gives the fit without one."""
+    import time
+
+    from bayesmtl.errors import ConvergenceWarning
+
+    data = make_tasks(3, kind="classification")
+    chunk = A._DEADLINE_CHUNK
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stopped = A.fit_amtl(data, 0.1, 0.01, tol=1e-14, deadline=time.monotonic() - 1.0)
+        capped = A.fit_amtl(data, 0.1, 0.01, tol=1e-14, max_iter=chunk)
+    assert stopped.n_iter == chunk and not stopped.converged
+    assert any(issubclass(w.category, ConvergenceWarning) and "time limit" in str(w.message)
+               for w in caught)
+    np.testing.assert_array_equal(stopped.W, capped.W)
+    np.testing.assert_array_equal(stopped.history, capped.history)
+    whole = A.fit_amtl(data, 0.1, 0.01)
+    chunked = A.fit_amtl(data, 0.1, 0.01, deadline=time.monotonic() + 3600.0)
+    assert whole.converged and chunked.converged and chunked.n_iter == whole.n_iter
+    np.testing.assert_allclose(chunked.W, whole.W, rtol=0, atol=1e-12)

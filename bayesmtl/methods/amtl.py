@@ -45,7 +45,8 @@ def _fit(variant):
         warm = None
         if init is not None and variant != "curriculum":
             warm = (init.W, init.b, init.relation["transfer_graph"])
-        r = A.fit_amtl(data, hyper["lam"], hyper["mu"], variant, init=warm, **kw)
+        r = A.fit_amtl(data, hyper["lam"], hyper["mu"], variant, init=warm,
+                       deadline=settings.deadline, **kw)
         history = np.asarray(r.history)
         change = (abs(history[-2] - history[-1]) / max(1.0, abs(history[-1]))
                   if history.size > 1 else 0.0)

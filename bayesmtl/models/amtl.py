@@ -66,6 +66,7 @@ all 100 tasks separated, ‖W‖ 29 → 627 over 12 alternations at λ = 0.01, �
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import NamedTuple
 
@@ -487,16 +488,53 @@ def transfer_graph_step(W, source_loss, lam, mu, B0=None, *, symmetric=False,
 # ----------------------------------------------------------------------------- Algorithm 1
 
 
-@jax.jit(static_argnames=("loss", "d", "loss_dependent", "symmetric", "max_iter"))
-def _alternating(theta0, B0, arrays, lam, mu, loss, d, loss_dependent, symmetric, max_iter,
-                 tol, extrapolation):
+#: outer iterations per jitted call when ``fit_amtl`` has a deadline (checked between calls)
+_DEADLINE_CHUNK = 10
+
+
+class _AlternatingState(NamedTuple):
+    """The loop state of :func:`_alternating` (a pytree; resumable between calls)."""
+
+    theta: jax.Array
+    B: jax.Array
+    f_prev: jax.Array
+    f: jax.Array
+    hist: jax.Array  # (max_iter,) objective after each outer iteration
+    it: jax.Array
+    b_ok: jax.Array  # the last B-step met its KKT tolerance
+    previous: jax.Array  # the last W-step's result (the extrapolation's base)
+    beta: jax.Array
+    cap: jax.Array
+    change: jax.Array  # relative change of θ in the last W-step
+
+
+@jax.jit(static_argnames=("loss", "d", "loss_dependent", "max_iter"))
+def _alternating_start(theta0, B0, arrays, lam, mu, loss, d, loss_dependent, max_iter,
+                       extrapolation) -> _AlternatingState:
+    """The state of :func:`_alternating` before its first outer iteration."""
+    f0 = amtl_objective(theta0, B0, arrays, lam, mu, loss, d, loss_dependent)
+    one = jnp.asarray(1.0, theta0.dtype)
+    return _AlternatingState(theta0, B0, jnp.inf * one, f0, jnp.full((max_iter,), jnp.nan),
+                             jnp.asarray(0), jnp.asarray(True), theta0,
+                             jnp.asarray(extrapolation, theta0.dtype), one, jnp.inf * one)
+
+
+def _stationary(s: _AlternatingState, tol):
+    """Relative change of F ≤ tol and of θ in the W-step ≤ √tol."""
+    return ((jnp.abs(s.f_prev - s.f) <= tol * jnp.maximum(1.0, jnp.abs(s.f)))
+            & (s.change <= jnp.sqrt(tol)))
+
+
+@jax.jit(static_argnames=("loss", "d", "loss_dependent", "symmetric"))
+def _alternating(state: _AlternatingState, B0, arrays, lam, mu, loss, d, loss_dependent,
+                 symmetric, limit, tol) -> _AlternatingState:
     """Algorithm 1 with the safeguarded extrapolation of
     :func:`~bayesmtl.inference.alternation.fit_family` (Ang & Gillis 2019): after the W-step
     θ_k+1, the point Y = θ_k+1 + β(θ_k+1 - θ_k) gets the B-step, and (Y, B(Y)) is kept when
     F(Y, B(Y)) ≤ F(θ_k+1, B_k) (β grows × 1.2 up to a cap that starts at 1 and grows × 1.01),
     else the plain B-step at θ_k+1 is taken (β ÷ 1.5, the cap drops to the failed β). F never
-    increases. Stops when the relative change of F is ≤ tol and the W-step moved θ by at most
-    √tol relatively."""
+    increases. Runs from ``state`` until :func:`_stationary` or ``limit`` outer iterations in
+    all (a traced bound: a fit with a deadline runs it in chunks without recompiling)."""
     def objective(theta, B):
         return amtl_objective(theta, B, arrays, lam, mu, loss, d, loss_dependent)
 
@@ -506,7 +544,8 @@ def _alternating(theta0, B0, arrays, lam, mu, loss, d, loss_dependent, symmetric
         return _b_step(unpack(theta, d)[0], source, lam, mu, B0, symmetric)
 
     def body(s):
-        theta, B, _, f, hist, it, _, previous, beta, cap, _ = s
+        theta, B, f, hist, it, previous, beta, cap = (s.theta, s.B, s.f, s.hist, s.it,
+                                                      s.previous, s.beta, s.cap)
         new = w_step(theta, B, arrays, lam, mu, loss, d, loss_dependent)
         change = jnp.linalg.norm(new - theta) / jnp.maximum(1.0, jnp.linalg.norm(new))
         Y = new + beta * (new - previous)
@@ -528,23 +567,13 @@ def _alternating(theta0, B0, arrays, lam, mu, loss, d, loss_dependent, symmetric
         beta, cap = (jnp.where(took, jnp.minimum(1.2 * beta, cap),
                                jnp.where(failed, beta / 1.5, beta)),
                      jnp.where(took, jnp.minimum(1.0, 1.01 * cap), jnp.where(failed, beta, cap)))
-        return (theta, B, f, f_new, hist.at[it].set(f_new), it + 1, res.converged, new, beta,
-                cap, change)
-
-    def stationary(f_prev, f, change):
-        return ((jnp.abs(f_prev - f) <= tol * jnp.maximum(1.0, jnp.abs(f)))
-                & (change <= jnp.sqrt(tol)))
+        return _AlternatingState(theta, B, f, f_new, hist.at[it].set(f_new), it + 1,
+                                 res.converged, new, beta, cap, change)
 
     def cond(s):
-        _, _, f_prev, f, _, it, _, _, _, _, change = s
-        return (it < max_iter) & ~stationary(f_prev, f, change)
+        return (s.it < limit) & ~_stationary(s, tol)
 
-    hist = jnp.full((max_iter,), jnp.nan)
-    beta0 = jnp.asarray(extrapolation, theta0.dtype)
-    init = (theta0, B0, jnp.inf, objective(theta0, B0), hist, 0, jnp.asarray(True), theta0,
-            beta0, jnp.asarray(1.0, theta0.dtype), jnp.asarray(jnp.inf, theta0.dtype))
-    theta, B, f_prev, f, hist, it, b_ok, *_, change = jax.lax.while_loop(cond, body, init)
-    return theta, B, f, hist, it, stationary(f_prev, f, change), b_ok
+    return jax.lax.while_loop(cond, body, state)
 
 
 # ----------------------------------------------------------------------------- Algorithm 2
@@ -639,7 +668,8 @@ def _initial_theta(data, init, fit_intercept, variant):
 
 def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
              loss: str | None = None, *, fit_intercept: bool = True, max_iter: int = 300,
-             tol: float = 1e-8, init=None, extrapolation: float = 0.5) -> AMTLResult:
+             tol: float = 1e-8, init=None, extrapolation: float = 0.5,
+             deadline: float | None = None) -> AMTLResult:
     """MAP of AMTL (objective (1)) or one of its ablations on ``data``.
 
     Parameters
@@ -659,6 +689,9 @@ def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
         :func:`~bayesmtl.inference.alternation.fit_family`); 0 = plain Algorithm 1. On a
         Landmine-sized logistic problem (29 tasks × 9 features, λ = 0.1, μ = 0.01) the plain
         alternation needs > 300 outer iterations, the extrapolated one ~80.
+    deadline : optional ``time.monotonic()`` value: Algorithm 1 runs in chunks of 10 outer
+        iterations and stops (unconverged, with a ConvergenceWarning) after the first chunk
+        that ends past it (CV and ``compare`` time limits).
 
     Returns
     -------
@@ -685,11 +718,21 @@ def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
         history, n_iter, converged = np.asarray([objective]), data.n_tasks, True
         order = np.asarray(order)
     else:
-        theta, B, objective, history, n_iter, converged, b_ok = _alternating(
-            theta, B, arrays, lam_, mu_, loss, d, loss_dependent, variant == "smtl", max_iter,
-            float(tol), float(extrapolation))
-        history = np.asarray(history)[: int(n_iter)]
-        n_iter, converged = int(n_iter), bool(converged)
+        state = _alternating_start(theta, B, arrays, lam_, mu_, loss, d, loss_dependent,
+                                   max_iter, float(extrapolation))
+        limit, timed_out = (max_iter if deadline is None else 0), False
+        while True:
+            limit = min(limit + _DEADLINE_CHUNK, max_iter) if deadline is not None else limit
+            state = _alternating(state, B, arrays, lam_, mu_, loss, d, loss_dependent,
+                                 variant == "smtl", limit, float(tol))
+            converged, n_iter = bool(_stationary(state, float(tol))), int(state.it)
+            if converged or n_iter >= max_iter or n_iter < limit:
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+        theta, B, objective, b_ok = state.theta, state.B, state.f, state.b_ok
+        history = np.asarray(state.hist)[:n_iter]
         if not bool(b_ok):
             warnings.warn("the last B-step stopped at its iteration cap before its KKT tolerance",
                           ConvergenceWarning, stacklevel=2)
@@ -699,7 +742,8 @@ def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
                 hint = ("; every task's training rows are separated by the current W, so the "
                         "MAP may not exist (the objective decreases along growing ‖W‖; see "
                         "the module docstring): raise λ or read this fit as early stopping")
-            warnings.warn(f"AMTL alternation stopped after {n_iter} iterations without a "
+            warnings.warn(f"AMTL alternation stopped after {n_iter} iterations"
+                          f"{' (time limit)' if timed_out else ''} without a "
                           f"relative objective change below {tol} and a relative W-step "
                           f"change below {np.sqrt(tol):.1e}{hint}", ConvergenceWarning,
                           stacklevel=2)
