@@ -238,8 +238,8 @@ class _AdmmState(NamedTuple):
     dX: jax.Array  # (memory, 2dm) Anderson differences of points (a ring buffer)
     dG: jax.Array  # (memory, 2dm) and of fixed-point residuals
     gram: jax.Array  # (memory, memory) dG dGᵀ, kept up to date row by row
-    head: jax.Array  # the ring buffer's next row
-    count: jax.Array  # its valid rows (after a reset they are rows 0 … count - 1)
+    pushes: jax.Array  # rows written since the last reset: the next row is pushes mod
+    #                    memory, the valid ones the first min(pushes, memory)
     f_prev: jax.Array
     f: jax.Array
     hist: jax.Array
@@ -276,8 +276,11 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
     flat = lambda Z, U: jnp.concatenate([Z.ravel(), U.ravel()])  # noqa: E731
     unflat = lambda v: (v[:n].reshape(d, m), v[n:].reshape(d, m))  # noqa: E731
 
+    def smooth(W, b):
+        return data_loss(term, W, b) + 0.5 * ridge * jnp.sum(W**2)
+
     def objective(W, b):
-        return data_loss(term, W, b) + 0.5 * ridge * jnp.sum(W**2) + penalty(W, args)
+        return smooth(W, b) + penalty(W, args)
 
     def admm_map(x, rho):
         Z, U = unflat(x)
@@ -287,23 +290,22 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
         U_new = U + W_hat - Z_new
         primal = jnp.linalg.norm(W - Z_new)
         dual = rho * jnp.linalg.norm(Z_new - Z)
-        # the objective at (Z⁺, b), with R(Z⁺) from the prox
-        f = data_loss(term, Z_new, b) + 0.5 * ridge * jnp.sum(Z_new**2) + r_new
-        return flat(Z_new, U_new), W, b, primal, dual, f
+        return flat(Z_new, U_new), W, b, primal, dual, smooth(Z_new, b) + r_new  # F(Z⁺, b)
 
     def body(s: _AdmmState):
         plain = (s.it < warmup) | (memory == 0)
         g = s.tx - s.x
         k = s.gram.shape[0]
-        mask = jnp.arange(k) < s.count
+        count = jnp.minimum(s.pushes, memory)
+        mask = jnp.arange(k) < count
         gram = jnp.where(mask[:, None] & mask[None, :], s.gram, jnp.eye(k))
         gram = gram + 1e-10 * jnp.trace(gram) / k * jnp.eye(k)
         gamma = jnp.linalg.solve(gram, jnp.where(mask, s.dG @ g, 0.0))
         anderson = s.tx - s.dX.T @ gamma - s.dG.T @ gamma
-        candidate = jnp.where(plain | (s.count == 0), s.tx, anderson)
+        candidate = jnp.where(plain | (count == 0), s.tx, anderson)
         tx, W, b, primal, dual, f_new = admm_map(candidate, s.rho)
         g_new = tx - candidate
-        accept = plain | (s.count == 0) | (jnp.linalg.norm(g_new) <= jnp.linalg.norm(g))
+        accept = plain | (count == 0) | (jnp.linalg.norm(g_new) <= jnp.linalg.norm(g))
 
         def keep(_):
             return candidate, tx, W, b, primal, dual, f_new
@@ -315,19 +317,18 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
         push = accept & ~plain & (s.it > warmup)
         # one row of the ring buffer and of its Gram matrix changes (in place: copying the
         # (memory, 2dm) buffers every iteration cost more than the ADMM map on School)
-        row = s.head
+        row = s.pushes % k
         dX = s.dX.at[row].set(jnp.where(push, candidate - s.x, s.dX[row]))
         dG = s.dG.at[row].set(jnp.where(push, g_new - g, s.dG[row]))
         cross = jnp.where(push, dG @ dG[row], s.gram[row])
         gram = s.gram.at[row].set(cross).at[:, row].set(cross)
-        count = jnp.where(accept, jnp.minimum(s.count + push, memory), 0)
-        head = jnp.where(accept, (s.head + push) % k, 0)
+        pushes = jnp.where(accept, s.pushes + push, 0)
         # residual balancing while plain; U is the scaled dual, so rescale it
         scale = jnp.where(primal > 10 * dual, 2.0, jnp.where(dual > 10 * primal, 0.5, 1.0))
         scale = jnp.where(plain, scale, 1.0)
         tx = tx.at[n:].divide(scale)
-        return _AdmmState(x, tx, W, b, primal, dual, s.rho * scale, dX, dG, gram, head, count,
-                          s.f, f_new, s.hist.at[s.it].set(f_new),
+        return _AdmmState(x, tx, W, b, primal, dual, s.rho * scale, dX, dG, gram, pushes, s.f,
+                          f_new, s.hist.at[s.it].set(f_new),
                           s.n_eval + 1 + (~accept).astype(s.n_eval.dtype), s.it + 1)
 
     def cond(s: _AdmmState):
@@ -343,8 +344,8 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
     k = max(memory, 1)
     inf = jnp.asarray(jnp.inf)
     init = _AdmmState(x0, x0, W0, b0, inf, inf, rho0, jnp.zeros((k, 2 * n)),
-                      jnp.zeros((k, 2 * n)), jnp.zeros((k, k)), jnp.asarray(0), jnp.asarray(0),
-                      inf, objective(W0, b0),
+                      jnp.zeros((k, 2 * n)), jnp.zeros((k, k)), jnp.asarray(0), inf,
+                      objective(W0, b0),
                       jnp.full((max_iter,), jnp.nan), jnp.asarray(0), jnp.asarray(0))
     s = jax.lax.while_loop(cond, body, init)
     Z, _ = unflat(s.tx)

@@ -148,15 +148,20 @@ def _mtrl_omega_spectrum(a, args):
 # module-level functions (they are static arguments of the jitted loops).
 
 
+def _squared_trace_norm_value(s, lam):
+    """(λ/2)(Σ σ_k)² from the singular values s."""
+    return 0.5 * lam * jnp.sum(s) ** 2
+
+
 def squared_trace_norm_penalty(W, lam):
     """(λ/2)‖W‖²_* (MTRL's profile penalty)."""
-    return 0.5 * lam * jnp.sum(jnp.linalg.svd(W, compute_uv=False)) ** 2
+    return _squared_trace_norm_value(jnp.linalg.svd(W, compute_uv=False), lam)
 
 
 def squared_trace_norm_prox(V, step, lam):
     """(prox of step·(λ/2)‖·‖²_*, the penalty at it) (the profile loops' protocol)."""
     Z, s = prox_squared_trace_norm(V, step * lam, values=True)
-    return Z, 0.5 * lam * jnp.sum(s) ** 2
+    return Z, _squared_trace_norm_value(s, lam)
 
 
 def mtrl_objective(W, b, X, y, task, weights, lam, ridge, classification=False, noise=1.0):

@@ -124,16 +124,21 @@ def _schatten_args(r, lam1, lam2):
                  (schatten_lambda(r, lam1, lam2), schatten_p(r), c, r))
 
 
-def _schatten_penalty(W, args):
+def _schatten_value(s, args):
+    """λ_r Σ σ_k^p from the singular values s."""
     coef, p, _, _ = args
-    return coef * jnp.sum(_singular_values(W) ** p)
+    return coef * jnp.sum(s**p)
+
+
+def _schatten_penalty(W, args):
+    return _schatten_value(_singular_values(W), args)
 
 
 def _schatten_prox(V, step, args):
     """(prox, the penalty at it) (the profile loops' protocol, see inference.profile)."""
     coef, p, _, _ = args
     Z, s = prox_schatten_pp(V, step * coef, p, values=True)
-    return Z, coef * jnp.sum(s**p)
+    return Z, _schatten_value(s, args)
 
 
 def _schatten_spectrum(a, args):
@@ -145,16 +150,21 @@ def _squared_args(r, lam1):
     return tuple(jnp.asarray(float(v)) for v in (lam1, schatten_p(r), 1.0, r))
 
 
-def _squared_penalty(W, args):
+def _squared_value(s, args):
+    """(λ1/2)(Σ σ_k^p)^{2/p} from the singular values s."""
     lam1, p, _, _ = args
-    return 0.5 * lam1 * jnp.sum(_singular_values(W) ** p) ** (2.0 / p)
+    return 0.5 * lam1 * jnp.sum(s**p) ** (2.0 / p)
+
+
+def _squared_penalty(W, args):
+    return _squared_value(_singular_values(W), args)
 
 
 def _squared_prox(V, step, args):
     """(prox, the penalty at it) (the profile loops' protocol, see inference.profile)."""
     lam1, p, _, _ = args
     Z, s = prox_squared_schatten(V, step * lam1, p, values=True)
-    return Z, 0.5 * lam1 * jnp.sum(s**p) ** (2.0 / p)
+    return Z, _squared_value(s, args)
 
 
 def _squared_spectrum(a, args):
