@@ -720,15 +720,15 @@ def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
     else:
         state = _alternating_start(theta, B, arrays, lam_, mu_, loss, d, loss_dependent,
                                    max_iter, float(extrapolation))
-        limit, timed_out = (max_iter if deadline is None else 0), False
+        chunk, timed_out = (max_iter if deadline is None else _DEADLINE_CHUNK), False
         while True:
-            limit = min(limit + _DEADLINE_CHUNK, max_iter) if deadline is not None else limit
+            limit = min(int(state.it) + chunk, max_iter)
             state = _alternating(state, B, arrays, lam_, mu_, loss, d, loss_dependent,
                                  variant == "smtl", limit, float(tol))
             converged, n_iter = bool(_stationary(state, float(tol))), int(state.it)
-            if converged or n_iter >= max_iter or n_iter < limit:
+            if converged or n_iter >= max_iter:
                 break
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline:  # a deadline is set: the loop stopped at limit
                 timed_out = True
                 break
         theta, B, objective, b_ok = state.theta, state.B, state.f, state.b_ok
