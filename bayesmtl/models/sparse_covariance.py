@@ -9,7 +9,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from ..inference.omega_steps import sparse_covariance_step
+from ..inference.omega_steps import sparse_covariance_residual, sparse_covariance_step
 from ..priors import OmegaPrior, nonnegative_scalar, positive_scalar
 
 
@@ -23,9 +23,12 @@ class SparseCovariance(OmegaPrior):
     objective includes it, and ε = 0 is the paper's g). Equivalently, W gains a fixed row
     block √ε I.
 
-    Ω-step (exact): proximal gradient on Ω with Barzilai–Borwein steps and backtracking that
-    keeps Ω ≻ 0 (the smooth part is +∞ outside the cone), stopping on the prox-gradient
-    residual.
+    Ω-step: proximal gradient on Ω with Barzilai–Borwein steps and backtracking that keeps
+    Ω ≻ 0 (the smooth part is +∞ outside the cone), stopping on the prox-gradient residual or
+    at a cap of 20,000 steps. The cap is reached on badly conditioned WᵀW (School at
+    λ = 0.1, λ₂ = 0.01: relative KKT residual 0.25 after 20,000 steps), so
+    :meth:`omega_residual` certifies the final Ω-step and the MAP fit is reported unconverged
+    when it is not exact.
 
     Sampling: Gibbs joint with Lebesgue measure on Ω (site ``omega``, positive definite);
     integrating W leaves |Ω|^{d/2} e^{-λ₂‖Ω‖₁ - …}, which is integrable: proper.
@@ -52,7 +55,13 @@ class SparseCovariance(OmegaPrior):
     def omega_step(self, gram, lam, d, state, previous_gram=None):
         del d, previous_gram
         m = gram.shape[0]
-        return sparse_covariance_step(gram + self.eps * jnp.eye(m), lam, self.lam2, state)
+        return sparse_covariance_step(gram + self.eps * jnp.eye(m), lam, self.lam2, state)[0]
+
+    def omega_residual(self, gram, lam, state):
+        """Relative KKT residual of ``state`` as the Ω-step's solution for this Gram matrix
+        (0 at the exact Ω-step; :func:`~.omega_steps.sparse_covariance_residual`)."""
+        m = gram.shape[0]
+        return sparse_covariance_residual(gram + self.eps * jnp.eye(m), lam, self.lam2, state)
 
     def penalty(self, state, lam, d):
         del d
