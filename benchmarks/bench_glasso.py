@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/bench_glasso.py fit [--split 1] [--lam 1] [--lam2 0.1] [--chunk 5]
         [--extrapolation 0.5] [--tasks 0] [--max-outer 500] [--member glmtl]
     .venv/bin/python benchmarks/bench_glasso.py steps [--max-outer 10]
+    .venv/bin/python benchmarks/bench_glasso.py points [--member spats] [--lams 0.1,10]
+        [--lam2s 0.01,0.1]
+    .venv/bin/python benchmarks/bench_glasso.py spats-step [--lam 0.1] [--lam2 0.01] [--chunks 4]
 
 omega-step: W after the first W-step of :func:`bayesmtl.models.family.fit_family` (glMTL on
 the split's training rows, P = I), then the first Ω-step exactly as
@@ -12,7 +15,11 @@ Prints the compile time and the solve time apart, the objective
 tr(SP) − ln|P| + α Σ|P_st| and the minimum-norm subgradient (KKT residual) of the result.
 fit: the whole glMTL MAP fit (``fit_family``, tol 1e-10) with outer iterations, time and the
 test RMSE (over all test rows). steps: W-step and Ω-step times
-per outer iteration.
+per outer iteration. points: one ``fit_family`` per (λ, λ₂) on all training rows (tol 1e-8,
+the CV tolerance), with the time spent in W-steps and Ω-steps and the final Ω-step's
+certificate (``member.omega_residual``, when the member has one). spats-step: the first SPATS
+Ω-step (W from the first W-step, Ω₀ = I) run in chunks of the step's 20,000-step cap, each
+chunk continuing from the last, printing SPATS' Ω objective and relative KKT residual.
 """
 
 from __future__ import annotations
@@ -22,13 +29,19 @@ import os
 import time
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bayesmtl import MultiTaskData
 from bayesmtl.datasets import load_school
 from bayesmtl.errors import ConvergenceWarning
-from bayesmtl.inference.omega_steps import graphical_lasso, graphical_lasso_subgradient
+from bayesmtl.inference import alternation
+from bayesmtl.inference.omega_steps import (
+    graphical_lasso,
+    graphical_lasso_subgradient,
+    sparse_covariance_step,
+)
 from bayesmtl.inference.profile import _inputs, w_step
 from bayesmtl.inference.stats import data_term
 from bayesmtl.methods import Fit
@@ -154,9 +167,82 @@ def steps(args):
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 
+def points(args):
+    """``fit_family`` at every (λ, λ₂) of ``--lams`` × ``--lam2s``, timing its steps."""
+    train, _ = load_school(args.split)
+    cls = MEMBERS[args.member]
+    seconds = {"w": 0.0, "omega": 0.0, "nw": 0, "nomega": 0}
+
+    class Timed(cls):
+        def omega_step(self, *a, **k):
+            t = time.perf_counter()
+            out = super().omega_step(*a, **k)
+            jax.block_until_ready(out)
+            seconds["omega"] += time.perf_counter() - t
+            seconds["nomega"] += 1
+            return out
+
+    def timed_w_step(*a, **k):
+        t = time.perf_counter()
+        out = jax.block_until_ready(plain_w_step(*a, **k))
+        seconds["w"] += time.perf_counter() - t
+        seconds["nw"] += 1
+        return out
+
+    plain_w_step = alternation.w_step
+    alternation.w_step = timed_w_step
+    for lam in args.lams:
+        for lam2 in args.lam2s:
+            seconds.update(w=0.0, omega=0.0, nw=0, nomega=0)
+            member = Timed(lam2)
+            t = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                r = F.fit_family(train, member, lam, tol=1e-8)
+            total = time.perf_counter() - t
+            certificate = ""
+            if hasattr(member, "omega_residual"):
+                gram = jnp.asarray(r.W).T @ jnp.asarray(r.W)
+                res = float(member.omega_residual(gram, lam, train.n_features,
+                                                  jnp.asarray(r.state)))
+                certificate = f", final Ω-step residual {res:.1e}"
+            print(f"{args.member} λ = {lam:g}, λ₂ = {lam2:g}: {total:.1f} s, {r.n_iter} outer, "
+                  f"converged {r.converged}; W-steps {seconds['w']:.1f} s / {seconds['nw']}, "
+                  f"Ω-steps {seconds['omega']:.1f} s / {seconds['nomega']}{certificate}"
+                  f"{'; warned' if caught else ''}", flush=True)
+    alternation.w_step = plain_w_step
+    print(f"load average {os.getloadavg()[0]:.2f}")
+
+
+def spats_step(args):
+    """The first SPATS Ω-step on School, continued chunk by chunk past its cap."""
+    train, _ = load_school(args.split)
+    member = F.SparseCovariance(args.lam2)
+    d, m = train.n_features, train.n_tasks
+    omega = member.initial_state(m)
+    W, _ = w_step(data_term(train), args.lam * member.precision(omega), jnp.zeros((d, m)),
+                  jnp.zeros(m))
+    gram = W.T @ W + member.eps * jnp.eye(m)
+
+    def objective(o):
+        o = np.asarray(o)
+        return (0.5 * args.lam * np.trace(np.linalg.solve(o, np.asarray(gram)))
+                + args.lam2 * np.abs(o).sum())
+
+    start = time.perf_counter()
+    for chunk in range(1, args.chunks + 1):
+        omega, res, n = jax.block_until_ready(
+            sparse_covariance_step(gram, args.lam, args.lam2, omega))
+        ev = np.linalg.eigvalsh(np.asarray(omega))
+        print(f"{chunk} × cap ({int(n)} steps in this chunk), {time.perf_counter() - start:.0f} s: "
+              f"F {objective(omega):.6f}, relative KKT residual {float(res):.2e}, Ω "
+              f"eigenvalues {ev[0]:.1e} .. {ev[-1]:.1e}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["omega-step", "fit", "steps"])
+    parser.add_argument("which", choices=["omega-step", "fit", "steps", "points", "spats-step"])
     parser.add_argument("--split", type=int, default=1)
     parser.add_argument("--lam", type=float, default=1.0)
     parser.add_argument("--lam2", type=float, default=0.1)
@@ -164,6 +250,12 @@ if __name__ == "__main__":
     parser.add_argument("--max-outer", type=int, default=500)
     parser.add_argument("--extrapolation", type=float, default=0.5)
     parser.add_argument("--tasks", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--lams", type=lambda v: [float(x) for x in v.split(",")],
+                        default=[0.1, 10.0])
+    parser.add_argument("--lam2s", type=lambda v: [float(x) for x in v.split(",")],
+                        default=[0.01, 0.1])
     parser.add_argument("--member", default="glmtl", choices=["glmtl", "spats", "reconstruction"])
     args = parser.parse_args()
-    {"omega-step": omega_step, "fit": fit, "steps": steps}[args.which](args)
+    {"omega-step": omega_step, "fit": fit, "steps": steps, "points": points,
+     "spats-step": spats_step}[args.which](args)

@@ -229,13 +229,44 @@ def test_spats_final_omega_step_is_certified(reg):
     res = F.fit_family(reg, member, LAM)
     gram = jnp.asarray(res.W.T @ res.W)
     assert res.converged
-    assert float(member.omega_residual(gram, LAM, jnp.asarray(res.omega))) < 1e-8
+    assert float(member.omega_residual(gram, LAM, reg.n_features, jnp.asarray(res.omega))) < 1e-8
     m = reg.n_tasks
     _, reported, steps = OS.sparse_covariance_step(gram + member.eps * jnp.eye(m), LAM,
                                                    member.lam2, jnp.eye(m))
     assert float(reported) < 1e-8 and int(steps) < 20000
     with pytest.warns(ConvergenceWarning, match="Ω-step is not exact"):
         bad = F.fit_family(reg, _TruncatedSpats(lam2=0.2, eps=1e-3), LAM, extrapolation=0)
+    assert not bad.converged
+
+
+class _TruncatedGlmtl(F.SparsePrecision):
+    """glMTL whose graphical lasso takes no Newton step (returns its start point's P)."""
+
+    def omega_step(self, gram, lam, d, state, previous_gram=None):
+        return OS.graphical_lasso(gram / d, 2.0 * self.lam2 / (lam * d), state, max_iter=0)
+
+
+def test_glmtl_final_omega_step_is_certified(reg):
+    """glMTL's last Ω-step is certified like SPATS': the relative KKT residual of the exact
+    fit's P is ≤ 1e-9, it equals the minimum-norm subgradient's norm over max(1, ‖P⁻¹‖_F)
+    (coded here from the graphical-lasso optimality conditions), and a fit whose graphical
+    lasso stops short is reported unconverged."""
+    member = F.SparsePrecision(lam2=0.05)
+    res = F.fit_family(reg, member, LAM)
+    d = reg.n_features
+    gram = res.W.T @ res.W
+    P = res.precision
+    assert res.converged
+    S, alpha = gram / d, 2 * member.lam2 / (LAM * d)
+    inverse = np.linalg.inv(P)
+    G = S - inverse
+    sub = np.where(P != 0, G + alpha * np.sign(P), np.sign(G) * np.maximum(np.abs(G) - alpha, 0))
+    expected = np.linalg.norm(sub) / max(1.0, np.linalg.norm(inverse))
+    got = float(member.omega_residual(jnp.asarray(gram), LAM, d, jnp.asarray(P)))
+    assert got < 1e-9 and np.isclose(got, expected, rtol=1e-6, atol=1e-14)
+    assert float(member.omega_residual(jnp.asarray(gram), LAM, d, jnp.eye(reg.n_tasks))) > 1e-3
+    with pytest.warns(ConvergenceWarning, match="Ω-step is not exact"):
+        bad = F.fit_family(reg, _TruncatedGlmtl(lam2=0.05), LAM, extrapolation=0)
     assert not bad.converged
 
 

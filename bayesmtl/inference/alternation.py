@@ -23,7 +23,8 @@ from .profile import _data_loss, omega_from_W_spectrum, reciprocal_spectrum, sol
 from .stats import data_loss, data_term
 
 #: a final Ω-step whose relative KKT residual (``member.omega_residual``) exceeds this is not
-#: exact, and the fit is reported unconverged (exact steps reach 1e-9 and below on School)
+#: exact, and the fit is reported unconverged (exact steps reach 1e-9 and below on School,
+#: SPATS and glMTL alike)
 OMEGA_RESIDUAL_TOL = 1e-6
 
 
@@ -165,13 +166,14 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
             break
     certify = getattr(member, "omega_residual", None)  # members with an iterative Ω-step
     if converged and certify is not None:  # the alternation stopped; is its Ω-step exact?
-        omega_residual = float(certify(gram, lam, state))
+        omega_residual = float(certify(gram, lam, d, state))
         if not omega_residual <= OMEGA_RESIDUAL_TOL:
             converged = False
             warnings.warn(f"{member.name}: the alternation stopped, but its last Ω-step is not "
                           f"exact (relative KKT residual {omega_residual:.2e} > "
-                          f"{OMEGA_RESIDUAL_TOL:g}; its solver reached its iteration cap): the "
-                          "result is not the MAP", ConvergenceWarning, stacklevel=2)
+                          f"{OMEGA_RESIDUAL_TOL:g}; its solver stopped at its cap or at "
+                          "round-off): the result is not the MAP", ConvergenceWarning,
+                          stacklevel=2)
     elif not converged:
         why = f"after {it} outer iterations" + (" (time limit)" if it < max_iter else "")
         warnings.warn(f"{member.name}: alternating MAP stopped unconverged {why}; relative W "

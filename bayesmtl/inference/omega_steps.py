@@ -135,6 +135,19 @@ def graphical_lasso_subgradient(S, alpha, P):
     return jnp.where(P != 0, G + alpha * jnp.sign(P), prox_l1(G, alpha))
 
 
+@jax.jit
+def graphical_lasso_residual(S, alpha, P):
+    """Relative KKT residual of P for :func:`graphical_lasso`: the Frobenius norm of
+    :func:`graphical_lasso_subgradient` over max(1, ‖P⁻¹‖_F). Zero exactly at the minimiser;
+    +inf where P is not positive definite."""
+    inverse = jnp.linalg.inv(P)
+    G = S - inverse
+    sub = jnp.where(P != 0, G + alpha * jnp.sign(P), prox_l1(G, alpha))
+    res = jnp.linalg.norm(sub) / jnp.maximum(1.0, jnp.linalg.norm(inverse))
+    positive = jnp.all(jnp.isfinite(jnp.linalg.cholesky(P)))
+    return jnp.where(positive & jnp.isfinite(res), res, jnp.inf)
+
+
 def _inverse_and_value(omega, gram):
     """(Ω⁻¹, tr(Ω⁻¹G)) from one Cholesky factor; (nan, +inf) when Ω is not positive definite."""
     L = jnp.linalg.cholesky(omega)

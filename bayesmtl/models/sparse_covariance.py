@@ -57,9 +57,10 @@ class SparseCovariance(OmegaPrior):
         m = gram.shape[0]
         return sparse_covariance_step(gram + self.eps * jnp.eye(m), lam, self.lam2, state)[0]
 
-    def omega_residual(self, gram, lam, state):
+    def omega_residual(self, gram, lam, d, state):
         """Relative KKT residual of ``state`` as the Ω-step's solution for this Gram matrix
         (0 at the exact Ω-step; :func:`~.omega_steps.sparse_covariance_residual`)."""
+        del d
         m = gram.shape[0]
         return sparse_covariance_residual(gram + self.eps * jnp.eye(m), lam, self.lam2, state)
 

@@ -9,7 +9,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from ..inference.omega_steps import graphical_lasso
+from ..inference.omega_steps import graphical_lasso, graphical_lasso_residual
 from ..priors import OmegaPrior, log_det, positive_scalar
 
 
@@ -23,7 +23,10 @@ class SparsePrecision(OmegaPrior):
     power λ times a Laplace prior on the precision entries.
 
     Ω-step (exact): graphical lasso with S = WᵀW / d and penalty α = 2λ₂ / (λd), solved by
-    projected Newton on its box-constrained dual (:func:`graphical_lasso`).
+    projected Newton on its box-constrained dual (:func:`graphical_lasso`), which stops on
+    a relative duality gap of 1e-11, at round-off or after 200 Newton steps;
+    :meth:`omega_residual` certifies the final Ω-step (relative KKT residual), so a fit whose
+    last step did not reach its optimum is reported unconverged.
 
     Sampling: Gibbs joint with Lebesgue measure on P (site ``omega_inv``, positive definite);
     integrating W leaves |P|^{(λ-1)d/2} e^{-λ₂‖P‖₁}, which is proper iff λ > 1 - 2/d.
@@ -48,6 +51,11 @@ class SparsePrecision(OmegaPrior):
     def omega_step(self, gram, lam, d, state, previous_gram=None):
         S0 = None if previous_gram is None else previous_gram / d
         return graphical_lasso(gram / d, 2.0 * self.lam2 / (lam * d), state, S0)
+
+    def omega_residual(self, gram, lam, d, state):
+        """Relative KKT residual of ``state`` as the Ω-step's solution for this Gram matrix
+        (0 at the exact Ω-step; :func:`~.omega_steps.graphical_lasso_residual`)."""
+        return graphical_lasso_residual(gram / d, 2.0 * self.lam2 / (lam * d), state)
 
     def penalty(self, state, lam, d):
         return -0.5 * lam * d * log_det(state) + self.lam2 * jnp.sum(jnp.abs(state))
