@@ -280,6 +280,34 @@ def test_nonnegative_qp_batches_agree_and_certify():
         mine = 0.5 * x[:, j] @ Q @ x[:, j] + C[:, j] @ x[:, j]
         assert mine == pytest.approx(prob.value, rel=1e-9, abs=1e-10)
 
+
+def test_support_newton_solves_each_face_and_refuses_bad_steps():
+    """One Newton step on each column's support gives the exact optimum (KKT conditions of
+    min ½bᵀQb + cᵀb, b ≥ 0, coded here) from the interior point with its zeros set, on a
+    degenerate Q (rank 4 of 12); columns whose support exceeds ``max_support``, or whose
+    step would leave the orthant, keep their start."""
+    from bayesmtl.inference.solvers import nonnegative_qp, support_newton
+
+    rng = np.random.default_rng(7)
+    V = rng.normal(size=(4, 12))
+    Q = V.T @ V
+    C = Q @ rng.normal(size=(12, 6)) + np.abs(rng.normal(size=(12, 6)))
+    x, qp = nonnegative_qp(V, C)
+    start = np.where(np.asarray(x) > np.asarray(qp.multiplier), np.asarray(x), 0.0)
+    B = np.asarray(support_newton(jnp.asarray(Q), jnp.asarray(C), jnp.asarray(start), 4))
+    g = Q @ B + C
+    assert (B >= 0).all() and np.array_equal(B > 0, start > 0)
+    assert np.abs(g[B > 0]).max() <= 1e-10 and g[B == 0].min() >= -1e-10
+    assert np.abs(B - start).max() > 1e-12  # the interior point alone was not exact
+    # a support larger than max_support: unchanged
+    np.testing.assert_array_equal(
+        np.asarray(support_newton(jnp.asarray(Q), jnp.asarray(C), jnp.asarray(start), 0)),
+        start)
+    # a start whose face minimiser is negative in one entry: that column is refused
+    q, c = np.eye(2), np.array([[-1.0], [1.0]])
+    out = support_newton(jnp.asarray(q), jnp.asarray(c), jnp.asarray([[0.5], [0.5]]), 2)
+    np.testing.assert_array_equal(np.asarray(out), [[0.5], [0.5]])
+
 # ----------------------------------------------------------------------------- Theorem 1
 
 

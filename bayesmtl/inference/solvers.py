@@ -428,6 +428,46 @@ def projected_newton(value, direction, project, x0, *, stop, max_iter=200):
     return x, it, stalled
 
 
+# ------------------------------------------------------------------ support Newton polish
+
+
+def support_newton(H, C, X, max_support):
+    """One Newton step on the support of every column of X (p, k), for the non-negative QPs
+    min_{b ≥ 0} ½bᵀHb + cᵀb with a shared H (p, p) ⪰ 0 and c the columns of C (p, k).
+
+    On the support S = {x > 0} of a column the step solves H_SS δ = -(Hx + c)_S, the minimiser
+    of the QP on that face. A column keeps the step when its support has at most
+    ``max_support`` entries (static; H_SS is singular beyond rank H, so pass rank H, e.g. d
+    for H = 2λWᵀW), the step is finite, stays ≥ 0 and does not raise the column's objective;
+    the other columns keep X. From an interior point's solution with its zeros set this is
+    usually the exact optimum (on School's AMTL B-step the relative KKT residual went from
+    6e-7 to 2e-13; coordinate descent needed 922 sweeps for 1e-8). The (k, s, s) systems
+    with s = min(max_support, p) keep memory at O(k s²). Jit-able.
+    """
+    p, k = X.shape
+    size = min(max_support, p)
+    support = X > 0
+    grad = H @ X + C
+    idx = jnp.argsort(jnp.where(support, -X, 0.0), axis=0)[:size]  # (size, k): the largest
+    cols = jnp.arange(k)[None, :]
+    on = support[idx, cols]  # (size, k)
+    Hs = H[idx.T[:, :, None], idx.T[:, None, :]]  # (k, size, size)
+    on_t = on.T
+    system = jnp.where(on_t[:, :, None] & on_t[:, None, :], Hs, 0.0) + jax.vmap(jnp.diag)(
+        (~on_t).astype(H.dtype))
+    delta = jnp.linalg.solve(system, -jnp.where(on, grad[idx, cols], 0.0).T[..., None])[..., 0]
+    step = jnp.zeros_like(X).at[idx, cols].add(jnp.where(on, delta.T, 0.0))
+    new = X + step
+
+    def objective(B):
+        return 0.5 * jnp.sum(B * (H @ B), axis=0) + jnp.sum(C * B, axis=0)
+
+    ok = (jnp.sum(support, axis=0) <= size) & jnp.all(jnp.isfinite(new), axis=0) \
+        & jnp.all(new >= 0, axis=0)
+    ok = ok & (objective(jnp.where(ok, new, X)) <= objective(X))
+    return jnp.where(ok[None, :], new, X)
+
+
 # ----------------------------------------------------------------------- row coordinate descent
 
 
