@@ -281,32 +281,49 @@ def test_nonnegative_qp_batches_agree_and_certify():
         assert mine == pytest.approx(prob.value, rel=1e-9, abs=1e-10)
 
 
-def test_support_newton_solves_each_face_and_refuses_bad_steps():
-    """One Newton step on each column's support gives the exact optimum (KKT conditions of
-    min ½bᵀQb + cᵀb, b ≥ 0, coded here) from the interior point with its zeros set, on a
-    degenerate Q (rank 4 of 12); columns whose support exceeds ``max_support``, or whose
-    step would leave the orthant, keep their start."""
-    from bayesmtl.inference.solvers import nonnegative_qp, support_newton
+def test_nonnegative_active_set_reaches_the_kkt_point_from_wrong_supports():
+    """The active-set polish reaches the optimum of min ½bᵀQb + cᵀb, b ≥ 0 (KKT conditions
+    coded here; objective against Clarabel) on a degenerate Q (rank 4 of 12): from the
+    interior point with its zeros set, from a start with an entry too many (it must leave the
+    face) and from zero (entries must join it); masked entries stay 0, and with
+    ``max_support`` 0 every column keeps its start."""
+    from bayesmtl.inference.solvers import nonnegative_active_set, nonnegative_qp
 
     rng = np.random.default_rng(7)
-    V = rng.normal(size=(4, 12))
+    p, k = 12, 6
+    V = rng.normal(size=(4, p))
     Q = V.T @ V
-    C = Q @ rng.normal(size=(12, 6)) + np.abs(rng.normal(size=(12, 6)))
-    x, qp = nonnegative_qp(V, C)
-    start = np.where(np.asarray(x) > np.asarray(qp.multiplier), np.asarray(x), 0.0)
-    B = np.asarray(support_newton(jnp.asarray(Q), jnp.asarray(C), jnp.asarray(start), 4))
-    g = Q @ B + C
-    assert (B >= 0).all() and np.array_equal(B > 0, start > 0)
-    assert np.abs(g[B > 0]).max() <= 1e-10 and g[B == 0].min() >= -1e-10
-    assert np.abs(B - start).max() > 1e-12  # the interior point alone was not exact
-    # a support larger than max_support: unchanged
-    np.testing.assert_array_equal(
-        np.asarray(support_newton(jnp.asarray(Q), jnp.asarray(C), jnp.asarray(start), 0)),
-        start)
-    # a start whose face minimiser is negative in one entry: that column is refused
-    q, c = np.eye(2), np.array([[-1.0], [1.0]])
-    out = support_newton(jnp.asarray(q), jnp.asarray(c), jnp.asarray([[0.5], [0.5]]), 2)
-    np.testing.assert_array_equal(np.asarray(out), [[0.5], [0.5]])
+    C = Q @ rng.normal(size=(p, k)) + np.abs(rng.normal(size=(p, k)))
+    mask = np.ones((p, k))
+    mask[3, :] = 0.0
+    x, qp = nonnegative_qp(V, C, mask == 0)
+    interior = np.where(np.asarray(x) > np.asarray(qp.multiplier), np.asarray(x), 0.0)
+    reference = []
+    for j in range(k):
+        z = cp.Variable(p)
+        prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(z, cp.psd_wrap(Q)) + C[:, j] @ z),
+                          [z >= 0, z[3] == 0])
+        prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+        reference.append(prob.value)
+    extra = interior.copy()  # one entry that must leave the face, where the face has room
+    for j in range(k):
+        zeros = np.flatnonzero((interior[:, j] == 0) & (mask[:, j] > 0))
+        if (interior[:, j] > 0).sum() < 4 and zeros.size:
+            extra[zeros[0], j] = 0.3
+    assert (extra != interior).any()
+    for start in (interior, extra, np.zeros((p, k))):
+        B = np.asarray(nonnegative_active_set(jnp.asarray(Q), jnp.asarray(C),
+                                              jnp.asarray(start), jnp.asarray(mask), 4))
+        g = Q @ B + C
+        assert (B >= 0).all() and np.all(B[3] == 0)
+        free = mask > 0
+        assert np.abs(g[(B > 0)]).max() <= 1e-9 and g[free & (B == 0)].min() >= -1e-9
+        values = 0.5 * np.sum(B * (Q @ B), axis=0) + np.sum(C * B, axis=0)
+        np.testing.assert_allclose(values, reference, rtol=1e-9, atol=1e-9)
+    unchanged = nonnegative_active_set(jnp.asarray(Q), jnp.asarray(C), jnp.asarray(interior),
+                                       jnp.asarray(mask), 0)
+    np.testing.assert_array_equal(np.asarray(unchanged), interior)
+
 
 # ----------------------------------------------------------------------------- Theorem 1
 

@@ -90,9 +90,9 @@ from ..inference.solvers import (
     coupled_block_system,
     damped_newton,
     fista,
+    nonnegative_active_set,
     nonnegative_qp,
     row_coordinate_descent,
-    support_newton,
 )
 from .losses import LOSSES, linear_predictor
 from .reconstruction import reconstruction_residual, zero_diagonal
@@ -408,13 +408,14 @@ def _b_step_directed(W, source_loss, lam, mu, max_sweeps=1000, tol=1e-8):
     features it was still 5e-4 above the optimum, KKT residual 5e-4, after 1,000 sweeps).
     :func:`~bayesmtl.inference.solvers.nonnegative_qp` (Mehrotra's interior point, ~15
     iterations whatever the rank) reaches the optimum to a duality gap of 1e-12; entries
-    below their multiplier are set to zero, one Newton step on each column's support
-    (:func:`~bayesmtl.inference.solvers.support_newton`; supports of ≤ d entries) solves the
-    QP on that face, and coordinate descent from there
+    below their multiplier are set to zero, a primal active-set method from there
+    (:func:`~bayesmtl.inference.solvers.nonnegative_active_set`: Newton steps on each
+    column's face, ≤ d free entries) corrects the few entries the interior point misreads,
+    and coordinate descent from there
     (:func:`~bayesmtl.inference.solvers.row_coordinate_descent`, one row of B for every
     column at once: b_s ← max(0, b_s - ∇_s/(2λG_ss)), ∇ = 2λ(GB - G) + r) fixes what the
-    Newton step did not (School, λ = 1, μ = 0.1: 0 sweeps, 0.07 s; 922 sweeps, 2.1 s, without
-    the Newton step). Stops when the largest violation of the KKT conditions (∇ = 2λR + r ≥ 0
+    active set did not (School, λ = 1, μ = 0.1: 0 sweeps, 0.07 s; 922 to > 1,000 sweeps,
+    2.1–2.3 s, without it). Stops when the largest violation of the KKT conditions (∇ = 2λR + r ≥ 0
     where b = 0, = 0 where b > 0) is below ``tol`` · max(1, max |∇|). No warm start: the
     interior point starts afresh (coordinate descent from the
     previous B rarely met the tolerance in 20 sweeps and made the alternation slower).
@@ -432,7 +433,8 @@ def _b_step_directed(W, source_loss, lam, mu, max_sweeps=1000, tol=1e-8):
         kkt = jnp.where(B > 0, jnp.abs(grad), jnp.maximum(-grad, 0.0)) * mask
         return jnp.max(kkt) / jnp.maximum(1.0, jnp.max(jnp.abs(grad * mask)))
 
-    start = support_newton(2.0 * lam * G, C, jnp.where(x > qp.multiplier, x, 0.0), d)
+    start = nonnegative_active_set(2.0 * lam * G, C, jnp.where(x > qp.multiplier, x, 0.0),
+                                   mask, d)
     B, _, res, it = row_coordinate_descent(2.0 * lam * G, C, start, mask,
                                            lambda v, step: jnp.maximum(v, 0.0), violation,
                                            max_sweeps=max_sweeps, tol=tol)
