@@ -310,7 +310,12 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
     factorisation matters on drifting logistic problems (see "Existence of the MAP"): as the
     loss curvature vanishes the system is dominated by the coupling, which block-Jacobi CG
     does not see, and CG hits its cap at every Newton step (digits 1-vs-1, m·D = 2925: 150 s
-    per W-step by capped CG, 6 s factored).
+    per W-step by capped CG, 6 s factored). Newton stops at a half decrement of
+    1e-12 · max(1, |F|): late in a School fit (λ = 1, μ = 0.1) I - B is nearly singular
+    (cond (I - B)(I - B)ᵀ ≈ 2e12), so the factored step is exact only to round-off in that
+    flat direction and further steps creep along it (F changes < 1e-12 relative, W by O(1)).
+    At 1e-14 one W-step took 14 Newton steps (5.3 s), each after the second gaining < 5e-10
+    of F ≈ 12,247, and 12–19 at later states; at 1e-12 it takes 2–4 (rarely 12).
     """
     m, D = theta0.shape
     if solve not in ("auto", "cg", "factor"):
@@ -339,7 +344,7 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
                                     jitter=jitter, accept_tol=1e-10)
         return delta, jnp.vdot(g, delta)
 
-    return damped_newton(value, direction, theta0)
+    return damped_newton(value, direction, theta0, tol=1e-12)
 
 
 def single_task_step(theta_t, X_t, y_t, weight_t, tempering, target, lam, loss: str, d: int):
