@@ -60,7 +60,7 @@ def rmse_conventions(fit, test):
 
 
 def school(splits, members, folds, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID,
-           features="all"):
+           features="all", out=None):
     from bayesmtl.datasets import load_school
 
     meta = {name: [] for name in members}
@@ -83,8 +83,8 @@ def school(splits, members, folds, tol, lam_grid=LAM_GRID, lam2_grid=LAM2_GRID,
             for r in rows), flush=True)
         tag = "_".join(members) if len(members) < 4 else "all"
         suffix = "" if features == "all" else f"_{features}"
-        (HERE / f"results_family_school_{tag}{suffix}.json").write_text(
-            json.dumps(meta, indent=1))
+        path = HERE / (out or f"results_family_school_{tag}{suffix}.json")
+        path.write_text(json.dumps(meta, indent=1))
     render_school(meta)
 
 
@@ -189,6 +189,8 @@ if __name__ == "__main__":
     parser.add_argument("--features", default="all", choices=["all", "binary"],
                         help="School attributes: all 27, or the 25 binary ones (the AMTL / "
                              "GAMTL papers' protocol)")
+    parser.add_argument("--out", help="results file name under benchmarks/ (school; default "
+                                      "results_family_school_<members>.json)")
     args = parser.parse_args()
     chosen = DEFAULT_MEMBERS if args.members == "all" else tuple(args.members.split(","))
     start = time.perf_counter()
@@ -200,7 +202,7 @@ if __name__ == "__main__":
     elif args.which == "school":
         school(_splits(args.splits), chosen, args.folds, args.tol,
                tuple(float(v) for v in args.lam_grid.split(",")),
-               tuple(float(v) for v in args.lam2_grid.split(",")), args.features)
+               tuple(float(v) for v in args.lam2_grid.split(",")), args.features, args.out)
     else:
         digits(chosen, args.tol, tuple(float(v) for v in args.lam_grid.split(",")),
                tuple(float(v) for v in args.lam2_grid.split(",")))

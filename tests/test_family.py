@@ -212,6 +212,22 @@ def test_spats_map_equals_cvxpy(reg):
     assert np.max(np.abs(res.W - W.value)) < 1e-3
 
 
+def test_spats_omega_step_handles_badly_scaled_entries():
+    """With G diagonal the SPATS Ω-step has the closed form ω_i = √(λ G_ii / 2λ₂) (off the
+    diagonal ∇ = 0, inside the ℓ1 subgradient). With G_ii over 8 decades the entries'
+    curvatures 2λ₂/ω_i differ by 10⁴: a scalar-step proximal gradient (Barzilai–Borwein,
+    the former solver) does not reach the optimum from Ω₀ = 2 diag(ω) within 100 steps; the
+    step in the metric of the Hessian's diagonal does, to 1e-10."""
+    m, lam, lam2 = 30, 2.0, 0.5
+    g = np.logspace(-6.0, 2.0, m)
+    exact = np.sqrt(lam * g / (2.0 * lam2))
+    omega, residual, steps = OS.sparse_covariance_step(jnp.diag(g), lam, lam2,
+                                                       jnp.diag(2.0 * exact), max_iter=100)
+    assert int(steps) < 100 and float(residual) < 1e-9
+    np.testing.assert_allclose(np.diag(omega), exact, rtol=1e-10)
+    assert np.all(np.asarray(omega)[~np.eye(m, dtype=bool)] == 0.0)
+
+
 class _TruncatedSpats(F.SparseCovariance):
     """SPATS whose Ω-step is capped at 0 steps (returns its start: an inexact step)."""
 

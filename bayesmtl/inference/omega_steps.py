@@ -3,7 +3,8 @@
 * :func:`clustered_omega_step` — clustered MTL: eigenvalue clipping with bisection.
 * :func:`graphical_lasso` — glMTL: the graphical lasso, by projected Newton on its dual;
   :func:`graphical_lasso_subgradient` is its KKT residual.
-* :func:`sparse_covariance_step` — SPATS: proximal gradient with Barzilai–Borwein steps.
+* :func:`sparse_covariance_step` — SPATS: proximal gradient in the metric of the Hessian's
+  diagonal, with Barzilai–Borwein steps.
 * :func:`reconstruction_step` — the sparse linear-span form: a lasso in A by an interior
   point, finished by coordinate descent.
 """
@@ -168,64 +169,88 @@ def sparse_covariance_residual(gram, lam, lam2, omega):
     return jnp.linalg.norm(sub) / jnp.maximum(1.0, jnp.linalg.norm(grad))
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
-def sparse_covariance_step(gram, lam, lam2, omega0, max_iter=20000, tol=1e-9):
+def _entry_curvature(inverse, C, lam):
+    """(m, m) diagonal of the Hessian of (λ/2) tr(Ω⁻¹G) in Ω's entries, with A = Ω⁻¹ and
+    C = Ω⁻¹GΩ⁻¹: λ A_ii C_ii on the diagonal, (λ/2)(A_ii C_jj + A_jj C_ii + 2 A_ij C_ij) off it
+    (per entry of the symmetric pair). Non-negative (Cauchy–Schwarz and AM–GM); floored at
+    1e-12 of its largest entry."""
+    a, c = jnp.diag(inverse), jnp.diag(C)
+    h = 0.5 * lam * (jnp.outer(a, c) + jnp.outer(c, a) + 2.0 * inverse * C)
+    h = h.at[jnp.diag_indices(h.shape[0])].set(lam * a * c)
+    return jnp.maximum(h, 1e-12 * jnp.max(h))
+
+
+@partial(jax.jit, static_argnames=("max_iter", "refresh"))
+def sparse_covariance_step(gram, lam, lam2, omega0, max_iter=20000, tol=1e-9, refresh=10):
     """argmin_{Ω ≻ 0} (λ/2) tr(Ω⁻¹ G) + λ₂‖Ω‖₁ for G ≻ 0 (m, m), from Ω₀ ≻ 0.
 
-    Proximal gradient with Barzilai–Borwein steps and backtracking (a trial point outside the
-    cone has value +inf); one Cholesky factor per trial point gives both its value and, once
-    accepted, its gradient. Stops when the prox-gradient residual ‖Ω⁺ - Ω‖/(t max(1, ‖∇‖))
-    ≤ ``tol`` or after ``max_iter`` steps. Returns (Ω, its
-    :func:`sparse_covariance_residual`, steps run): on badly conditioned G (School, rank 18
-    of 139, at some (λ, λ₂)) the cap is reached far from the optimum, and the residual says so.
+    Proximal gradient in a diagonal metric: the step is soft(Ω - t ∇/h, t λ₂/h) entrywise,
+    h the diagonal of the smooth part's Hessian (:func:`_entry_curvature`), refreshed every
+    ``refresh`` steps (the step length t then restarts at 1, a Newton step in that metric);
+    between refreshes t follows Barzilai–Borwein in the metric, ⟨Δ, hΔ⟩ / ⟨Δ, Δ∇⟩, with
+    backtracking (a trial point outside the cone has value +inf). One Cholesky factor per
+    trial point gives both its value and, once accepted, its gradient. Stops when the
+    prox-gradient residual ‖h(Ω⁺ - Ω)‖/(t max(1, ‖∇‖)) ≤ ``tol`` or after ``max_iter`` steps.
+    Returns (Ω, its :func:`sparse_covariance_residual`, steps run).
+
+    Why the metric: the entries' curvatures differ by orders of magnitude (at a diagonal
+    optimum h_ii = 2λ₂/ω_i, School: ω from 4e-4 to 44). With a scalar step, a warm-started
+    School Ω-step at λ = 10, λ₂ = 1 took 3,041 Barzilai–Borwein steps (11 s); in the metric, 8–12
+    (0.1 s), to the same objective. From Ω₀ = I both take ~100–350 steps. On badly
+    conditioned G (School, rank 18 of 139, at λ = 0.1, λ₂ = 0.01) neither reaches the optimum
+    within the cap, and the residual says so.
     """
 
-    def try_step(omega, g, smooth_omega, f, t):
-        z = prox_l1(omega - t * g, t * lam2)
+    def try_step(omega, g, h, smooth_omega, f, t):
+        z = prox_l1(omega - t * g / h, t * lam2 / h)
         z = (z + z.T) / 2
         dz = z - omega
         inverse, value = _inverse_and_value(z, gram)
         smooth_z = 0.5 * lam * value
         l1 = lam2 * jnp.sum(jnp.abs(z))
-        # sufficient decrease for composite problems (quadratic upper bound)
-        bound = smooth_omega + jnp.vdot(g, dz) + jnp.vdot(dz, dz) / (2 * t) + l1
+        # sufficient decrease for composite problems (quadratic upper bound in the metric)
+        bound = smooth_omega + jnp.vdot(g, dz) + jnp.vdot(dz, h * dz) / (2 * t) + l1
         fz = smooth_z + l1
         return z, inverse, smooth_z, fz, (fz <= bound + 1e-14 * jnp.abs(f)) & jnp.isfinite(fz)
 
     def gradient(inverse):
-        g = -0.5 * lam * inverse @ gram @ inverse
-        return (g + g.T) / 2
+        C = inverse @ gram @ inverse
+        C = (C + C.T) / 2
+        return -0.5 * lam * C, C
 
     def body(s):
-        omega, g, smooth_omega, f, t, _, it = s
+        omega, g, h, smooth_omega, f, t, _, it = s
 
         def bt_cond(c):
             return ~c[4] & (c[5] > 1e-30)
 
         def bt_body(c):
             t = c[5] * 0.5
-            return (*try_step(omega, g, smooth_omega, f, t), t)
+            return (*try_step(omega, g, h, smooth_omega, f, t), t)
 
-        c = jax.lax.while_loop(bt_cond, bt_body, (*try_step(omega, g, smooth_omega, f, t), t))
+        c = jax.lax.while_loop(bt_cond, bt_body, (*try_step(omega, g, h, smooth_omega, f, t),
+                                                  t))
         z, inverse, smooth_z, fz, _, t = c
-        g_new = gradient(inverse)
+        g_new, C = gradient(inverse)
         ds, dg = z - omega, g_new - g
-        bb = jnp.vdot(ds, ds) / jnp.maximum(jnp.vdot(ds, dg), 1e-300)
+        residual = jnp.linalg.norm(h * ds) / t / jnp.maximum(1.0, jnp.linalg.norm(g))
+        bb = jnp.vdot(ds, h * ds) / jnp.maximum(jnp.vdot(ds, dg), 1e-300)
         t_next = jnp.where(jnp.vdot(ds, dg) > 0, jnp.clip(bb, 1e-12, 1e12), 2 * t)
-        residual = jnp.linalg.norm(ds) / t / jnp.maximum(1.0, jnp.linalg.norm(g))
-        return z, g_new, smooth_z, fz, t_next, residual, it + 1
+        renew = (it + 1) % refresh == 0
+        h = jax.lax.cond(renew, lambda: _entry_curvature(inverse, C, lam), lambda: h)
+        return z, g_new, h, smooth_z, fz, jnp.where(renew, 1.0, t_next), residual, it + 1
 
     def cond(s):
-        return (s[6] < max_iter) & (s[5] > tol)
+        return (s[7] < max_iter) & (s[6] > tol)
 
     inverse0, value0 = _inverse_and_value(omega0, gram)
-    g0 = gradient(inverse0)
+    g0, C0 = gradient(inverse0)
     smooth0 = 0.5 * lam * value0
-    t0 = 1.0 / jnp.maximum(jnp.linalg.norm(g0), 1e-12) * jnp.linalg.norm(omega0)
-    s = jax.lax.while_loop(cond, body, (omega0, g0, smooth0,
-                                        smooth0 + lam2 * jnp.sum(jnp.abs(omega0)), t0, jnp.inf,
-                                        0))
-    return s[0], sparse_covariance_residual(gram, lam, lam2, s[0]), s[6]
+    one = jnp.asarray(1.0, gram.dtype)
+    s = jax.lax.while_loop(cond, body, (omega0, g0, _entry_curvature(inverse0, C0, lam), smooth0,
+                                        smooth0 + lam2 * jnp.sum(jnp.abs(omega0)), one,
+                                        jnp.inf * one, 0))
+    return s[0], sparse_covariance_residual(gram, lam, lam2, s[0]), s[7]
 
 
 @partial(jax.jit, static_argnames=("rank", "max_sweeps"))
