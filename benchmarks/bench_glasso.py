@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/bench_glasso.py points [--member spats] [--lams 0.1,10]
         [--lam2s 0.01,0.1]
     .venv/bin/python benchmarks/bench_glasso.py spats-step [--lam 0.1] [--lam2 0.01] [--chunks 4]
+        [--after 0]
 
 omega-step: W after the first W-step of :func:`bayesmtl.models.family.fit_family` (glMTL on
 the split's training rows, P = I), then the first Ω-step exactly as
@@ -19,7 +20,8 @@ per outer iteration. points: one ``fit_family`` per (λ, λ₂) on all training 
 the CV tolerance), with the time spent in W-steps and Ω-steps and the final Ω-step's
 certificate (``member.omega_residual``, when the member has one). spats-step: the first SPATS
 Ω-step (W from the first W-step, Ω₀ = I) run in chunks of the step's 20,000-step cap, each
-chunk continuing from the last, printing SPATS' Ω objective and relative KKT residual.
+chunk continuing from the last, printing SPATS' Ω objective and relative KKT residual;
+``--after N`` starts from the fit's state after N outer iterations and one more W-step.
 """
 
 from __future__ import annotations
@@ -215,13 +217,18 @@ def points(args):
 
 
 def spats_step(args):
-    """The first SPATS Ω-step on School, continued chunk by chunk past its cap."""
+    """The first SPATS Ω-step on School (``--after N``: the Ω-step after N outer iterations
+    and one more W-step), continued chunk by chunk past its cap."""
     train, _ = load_school(args.split)
     member = F.SparseCovariance(args.lam2)
     d, m = train.n_features, train.n_tasks
-    omega = member.initial_state(m)
-    W, _ = w_step(data_term(train), args.lam * member.precision(omega), jnp.zeros((d, m)),
-                  jnp.zeros(m))
+    omega, W0 = member.initial_state(m), jnp.zeros((d, m))
+    if args.after:  # warm start: the state after that many outer iterations, then a W-step
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fit = alternation.fit_family(train, member, args.lam, max_iter=args.after, tol=1e-8)
+        omega, W0 = jnp.asarray(fit.state), jnp.asarray(fit.W)
+    W, _ = w_step(data_term(train), args.lam * member.precision(omega), W0, jnp.zeros(m))
     gram = W.T @ W + member.eps * jnp.eye(m)
 
     def objective(o):
@@ -251,6 +258,8 @@ if __name__ == "__main__":
     parser.add_argument("--extrapolation", type=float, default=0.5)
     parser.add_argument("--tasks", type=int, default=0)
     parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--after", type=int, default=0,
+                        help="spats-step: start after this many outer iterations")
     parser.add_argument("--lams", type=lambda v: [float(x) for x in v.split(",")],
                         default=[0.1, 10.0])
     parser.add_argument("--lam2s", type=lambda v: [float(x) for x in v.split(",")],
