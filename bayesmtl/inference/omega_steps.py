@@ -191,7 +191,13 @@ def sparse_covariance_step(gram, lam, lam2, omega0, max_iter=20000, tol=1e-9, re
     backtracking (a trial point outside the cone has value +inf). One Cholesky factor per
     trial point gives both its value and, once accepted, its gradient. Stops when the
     prox-gradient residual ‖h(Ω⁺ - Ω)‖/(t max(1, ‖∇‖)) ≤ ``tol`` or after ``max_iter`` steps.
-    Returns (Ω, its :func:`sparse_covariance_residual`, steps run).
+    It starts from the better of Ω₀ and the best diagonal Ω, ω_i = √(λ G_ii / 2λ₂). That
+    diagonal Ω is in fact the minimiser for every G ≻ 0: off the diagonal the gradient is
+    -(λ/2) G_ij/(ω_i ω_j) = -λ₂ G_ij/√(G_ii G_jj), inside [-λ₂, λ₂] by Cauchy–Schwarz, so the
+    KKT conditions hold with Ω_ij = 0 (the problem is convex). The loop then stops after one
+    step with its certificate. The earlier solver, started at Ω₀ = I, took 122 steps (33 s) at
+    m = 1,000, and on School at λ = 0.1, λ₂ = 0.01 it stopped at its cap at F = 98.53, where
+    the optimum is 80.43. Returns (Ω, its :func:`sparse_covariance_residual`, steps run).
 
     Why the metric: the entries' curvatures differ by orders of magnitude (at a diagonal
     optimum h_ii = 2λ₂/ω_i, School: ω from 4e-4 to 44). With a scalar step, a warm-started
@@ -243,6 +249,12 @@ def sparse_covariance_step(gram, lam, lam2, omega0, max_iter=20000, tol=1e-9, re
     def cond(s):
         return (s[7] < max_iter) & (s[6] > tol)
 
+    def total(omega):
+        return 0.5 * lam * _inverse_and_value(omega, gram)[1] + lam2 * jnp.sum(jnp.abs(omega))
+
+    # start from the better of Ω₀ and the best diagonal Ω, ω_i = √(λ G_ii / 2λ₂)
+    diagonal = jnp.diag(jnp.sqrt(jnp.maximum(lam * jnp.diag(gram) / (2.0 * lam2), 0.0)))
+    omega0 = jnp.where(total(diagonal) < total(omega0), diagonal, omega0)
     inverse0, value0 = _inverse_and_value(omega0, gram)
     g0, C0 = gradient(inverse0)
     smooth0 = 0.5 * lam * value0

@@ -23,11 +23,12 @@ class SparseCovariance(OmegaPrior):
     objective includes it, and ε = 0 is the paper's g). Equivalently, W gains a fixed row
     block √ε I.
 
-    Ω-step: proximal gradient on Ω with Barzilai–Borwein steps and backtracking that keeps
-    Ω ≻ 0 (the smooth part is +∞ outside the cone), stopping on the prox-gradient residual or
-    at a cap of 20,000 steps. The cap is reached on badly conditioned WᵀW (School at
-    λ = 0.1, λ₂ = 0.01: relative KKT residual 0.25 after 20,000 steps), so
-    :meth:`omega_residual` certifies the final Ω-step and the MAP fit is reported unconverged
+    Ω-step: with ‖Ω‖₁ over all entries the minimiser is diagonal, ω_i = √(λ G_ii / 2λ₂)
+    (G = WᵀW + εI; the off-diagonal KKT conditions hold by Cauchy–Schwarz, see
+    :func:`~bayesmtl.inference.omega_steps.sparse_covariance_step`). So this prior's MAP
+    learns per-task scales, not relations between tasks. The step is computed by
+    diagonal-metric proximal gradient started there, which certifies it in one step;
+    :meth:`omega_residual` certifies the final Ω-step, and the MAP fit is reported unconverged
     when it is not exact.
 
     Sampling: Gibbs joint with Lebesgue measure on Ω (site ``omega``, positive definite);
