@@ -216,7 +216,8 @@ def test_spats_omega_step_handles_badly_scaled_entries():
     """The SPATS Ω-step has the closed form ω_i = √(λ G_ii / 2λ₂) (for any G ≻ 0; here G
     diagonal, where it is plain). With G_ii over 8 decades the entries' curvatures 2λ₂/ω_i
     differ by 10⁴: the former solver (scalar Barzilai–Borwein steps from Ω₀) did not reach
-    the optimum from Ω₀ = 2 diag(ω) within 100 steps; the present one does, to 1e-10."""
+    the optimum from Ω₀ = 2 diag(ω) within 100 steps; the present one (closed-form start,
+    certified by its own residual) does, to 1e-10."""
     m, lam, lam2 = 30, 2.0, 0.5
     g = np.logspace(-6.0, 2.0, m)
     exact = np.sqrt(lam * g / (2.0 * lam2))

@@ -191,20 +191,21 @@ def sparse_covariance_step(gram, lam, lam2, omega0, max_iter=20000, tol=1e-9, re
     backtracking (a trial point outside the cone has value +inf). One Cholesky factor per
     trial point gives both its value and, once accepted, its gradient. Stops when the
     prox-gradient residual ‖h(Ω⁺ - Ω)‖/(t max(1, ‖∇‖)) ≤ ``tol`` or after ``max_iter`` steps.
-    It starts from the better of Ω₀ and the best diagonal Ω, ω_i = √(λ G_ii / 2λ₂). That
-    diagonal Ω is in fact the minimiser for every G ≻ 0: off the diagonal the gradient is
+    It starts from the better of Ω₀ and the diagonal Ω with ω_i = √(λ G_ii / 2λ₂), which is
+    the minimiser whenever every G_ii > 0: off the diagonal the gradient is
     -(λ/2) G_ij/(ω_i ω_j) = -λ₂ G_ij/√(G_ii G_jj), inside [-λ₂, λ₂] by Cauchy–Schwarz, so the
     KKT conditions hold with Ω_ij = 0 (the problem is convex). The loop then stops after one
-    step with its certificate. The earlier solver, started at Ω₀ = I, took 122 steps (33 s) at
-    m = 1,000, and on School at λ = 0.1, λ₂ = 0.01 it stopped at its cap at F = 98.53, where
-    the optimum is 80.43. Returns (Ω, its :func:`sparse_covariance_residual`, steps run).
+    step with its certificate; the iteration matters only when that point is not positive
+    definite (ε = 0 and some G_ii = 0, where no minimiser need exist) and the residual then
+    reports how far the cap left it. Before the closed-form start, the solver from Ω₀ = I took
+    122 steps (33 s) at m = 1,000, and on School at λ = 0.1, λ₂ = 0.01 stopped at its cap at
+    F = 98.53, where the optimum is 80.43. Returns (Ω, its
+    :func:`sparse_covariance_residual`, steps run).
 
     Why the metric: the entries' curvatures differ by orders of magnitude (at a diagonal
-    optimum h_ii = 2λ₂/ω_i, School: ω from 4e-4 to 44). With a scalar step, a warm-started
-    School Ω-step at λ = 10, λ₂ = 1 took 3,041 Barzilai–Borwein steps (11 s); in the metric, 8–12
-    (0.1 s), to the same objective. From Ω₀ = I both take ~100–350 steps. On badly
-    conditioned G (School, rank 18 of 139, at λ = 0.1, λ₂ = 0.01) neither reaches the optimum
-    within the cap, and the residual says so.
+    optimum h_ii = 2λ₂/ω_i, School: ω from 4e-4 to 44). Without the closed-form start, a
+    warm-started School Ω-step at λ = 10, λ₂ = 1 took 3,041 scalar Barzilai–Borwein steps
+    (11 s) and 8–12 in the metric (0.1 s), to the same objective.
     """
 
     def try_step(omega, g, h, smooth_omega, f, t):
@@ -249,19 +250,20 @@ def sparse_covariance_step(gram, lam, lam2, omega0, max_iter=20000, tol=1e-9, re
     def cond(s):
         return (s[7] < max_iter) & (s[6] > tol)
 
-    def total(omega):
-        return 0.5 * lam * _inverse_and_value(omega, gram)[1] + lam2 * jnp.sum(jnp.abs(omega))
+    def start(omega):  # (Ω, Ω⁻¹, smooth part, objective) from one Cholesky factor
+        inverse, value = _inverse_and_value(omega, gram)
+        smooth = 0.5 * lam * value
+        return omega, inverse, smooth, smooth + lam2 * jnp.sum(jnp.abs(omega))
 
-    # start from the better of Ω₀ and the best diagonal Ω, ω_i = √(λ G_ii / 2λ₂)
-    diagonal = jnp.diag(jnp.sqrt(jnp.maximum(lam * jnp.diag(gram) / (2.0 * lam2), 0.0)))
-    omega0 = jnp.where(total(diagonal) < total(omega0), diagonal, omega0)
-    inverse0, value0 = _inverse_and_value(omega0, gram)
+    # start from the better of Ω₀ and the diagonal minimiser ω_i = √(λ G_ii / 2λ₂)
+    diagonal = start(jnp.diag(jnp.sqrt(jnp.maximum(lam * jnp.diag(gram) / (2.0 * lam2), 0.0))))
+    given = start(omega0)
+    omega0, inverse0, smooth0, f0 = jax.tree.map(partial(jnp.where, diagonal[3] < given[3]),
+                                                 diagonal, given)
     g0, C0 = gradient(inverse0)
-    smooth0 = 0.5 * lam * value0
     one = jnp.asarray(1.0, gram.dtype)
     s = jax.lax.while_loop(cond, body, (omega0, g0, _entry_curvature(inverse0, C0, lam), smooth0,
-                                        smooth0 + lam2 * jnp.sum(jnp.abs(omega0)), one,
-                                        jnp.inf * one, 0))
+                                        f0, one, jnp.inf * one, 0))
     return s[0], sparse_covariance_residual(gram, lam, lam2, s[0]), s[7]
 
 
