@@ -243,6 +243,16 @@ def test_spats_omega_step_is_the_diagonal_closed_form():
     np.testing.assert_allclose(np.asarray(omega), exact, rtol=1e-10, atol=1e-14)
 
 
+def test_spats_omega_step_reports_a_missing_minimiser():
+    """With ε = 0 and a task whose weights are all zero (G_ii = 0) the diagonal start is not
+    positive definite and no minimiser exists (ω_i → 0): the step iterates from Ω₀, stays
+    finite and positive definite, and its residual says it is not exact."""
+    G = jnp.diag(jnp.array([1.0, 2.0, 0.0]))
+    omega, residual, steps = OS.sparse_covariance_step(G, 1.0, 0.5, jnp.eye(3), max_iter=50)
+    assert int(steps) == 50 and float(residual) > 1e-6
+    assert np.all(np.linalg.eigvalsh(np.asarray(omega)) > 0)
+
+
 class _TruncatedSpats(F.SparseCovariance):
     """SPATS whose Ω-step returns its start (an inexact step, as at a solver's cap)."""
 
