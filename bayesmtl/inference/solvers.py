@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class SolverResult(NamedTuple):
@@ -676,3 +677,34 @@ def nonnegative_qp(V, C, fixed=None, *, max_iter=100, tol=1e-12, max_entries=2**
         x, s, it, residual = jax.lax.map(column, (C.T, ~fixed.T), batch_size=batch)
         x, s, it, residual = x.T, s.T, jnp.max(it), jnp.max(residual)
     return x, NonnegativeQPResult(s, it, residual <= tol, residual)
+
+
+# ----------------------------------------------------------------------------- outer loops
+
+
+def pack_wb(W, b):
+    """(W (d, m), b (m,)) as one numpy vector (the state of an outer fixed-point loop)."""
+    return np.concatenate([np.asarray(W).ravel(), np.asarray(b)])
+
+
+def unpack_wb(x, d):
+    """(W (d, m), b (m,)) as JAX arrays from :func:`pack_wb`'s vector."""
+    m = x.size // (d + 1)
+    return jnp.asarray(x[:d * m].reshape(d, m)), jnp.asarray(x[d * m:])
+
+
+def anderson_point(xs: np.ndarray, txs: np.ndarray) -> np.ndarray:
+    """Type-II Anderson mixing of a fixed-point map T (Walker & Ni 2011), for outer loops.
+
+    xs (k+1, n): the last iterates x_0 … x_k; txs (k+1, n): their images T(x_j). With the
+    residuals g_j = T(x_j) - x_j, returns T(x_k) - ΔT γ, γ = argmin ‖g_k - ΔG γ‖ (ΔT, ΔG the
+    (k, n) successive differences; least squares by SVD, so a rank-deficient history is
+    fine). For k = 0 it is T(x_k), the plain step. For a linear T it is GMRES's iterate;
+    for an alternation it extrapolates along the directions of its past steps at once,
+    where a one-step extrapolation follows the latest only.
+    """
+    g = txs - xs
+    if len(xs) < 2:
+        return txs[-1]
+    gamma = np.linalg.lstsq(np.diff(g, axis=0).T, g[-1], rcond=None)[0]
+    return txs[-1] - np.diff(txs, axis=0).T @ gamma
