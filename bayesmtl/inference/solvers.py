@@ -693,18 +693,19 @@ def unpack_wb(x, d):
     return jnp.asarray(x[:d * m].reshape(d, m)), jnp.asarray(x[d * m:])
 
 
-def anderson_point(xs: np.ndarray, txs: np.ndarray) -> np.ndarray:
+def anderson_point(xs, txs):
     """Type-II Anderson mixing of a fixed-point map T (Walker & Ni 2011), for outer loops.
 
-    xs (k+1, n): the last iterates x_0 … x_k; txs (k+1, n): their images T(x_j). With the
-    residuals g_j = T(x_j) - x_j, returns T(x_k) - ΔT γ, γ = argmin ‖g_k - ΔG γ‖ (ΔT, ΔG the
-    (k, n) successive differences; least squares by SVD, so a rank-deficient history is
-    fine). For k = 0 it is T(x_k), the plain step. For a linear T it is GMRES's iterate;
-    for an alternation it extrapolates along the directions of its past steps at once,
-    where a one-step extrapolation follows the latest only.
+    xs (k+1, n): past iterates x_j and, in the last row, the current x_k; txs (k+1, n): their
+    images T(x_j). With g_j = T(x_j) - x_j, returns T(x_k) + Σ_j β_j (T(x_j) - T(x_k)),
+    β = argmin ‖g_k + Σ_j β_j (g_j - g_k)‖, the minimum-norm least-squares solution (SVD), so
+    a rank-deficient history is fine. With no past rows it is T(x_k), the plain step. For a
+    linear T it is GMRES's iterate; for an alternation it extrapolates along the directions
+    of its past steps at once, where a one-step extrapolation follows the latest only.
     """
-    g = txs - xs
-    if len(xs) < 2:
+    xs, txs = np.asarray(xs), np.asarray(txs)
+    if xs.shape[0] < 2:
         return txs[-1]
-    gamma = np.linalg.lstsq(np.diff(g, axis=0).T, g[-1], rcond=None)[0]
-    return txs[-1] - np.diff(txs, axis=0).T @ gamma
+    g = txs - xs
+    beta = np.linalg.lstsq((g[:-1] - g[-1]).T, -g[-1], rcond=None)[0]
+    return txs[-1] + (txs[:-1] - txs[-1]).T @ beta
