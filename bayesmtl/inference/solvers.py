@@ -682,17 +682,6 @@ def nonnegative_qp(V, C, fixed=None, *, max_iter=100, tol=1e-12, max_entries=2**
 # ----------------------------------------------------------------------------- outer loops
 
 
-def pack_wb(W, b):
-    """(W (d, m), b (m,)) as one numpy vector (the state of an outer fixed-point loop)."""
-    return np.concatenate([np.asarray(W).ravel(), np.asarray(b)])
-
-
-def unpack_wb(x, d):
-    """(W (d, m), b (m,)) as JAX arrays from :func:`pack_wb`'s vector."""
-    m = x.size // (d + 1)
-    return jnp.asarray(x[:d * m].reshape(d, m)), jnp.asarray(x[d * m:])
-
-
 def anderson_point(xs, txs):
     """Type-II Anderson mixing of a fixed-point map T (Walker & Ni 2011), for outer loops.
 

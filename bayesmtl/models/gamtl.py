@@ -74,19 +74,13 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 
 from ..data import CLASSIFICATION, MultiTaskData, require_data
 from ..errors import ConvergenceWarning
 from ..inference.prox import prox_trace_norm_gram
-from ..inference.solvers import (
-    AdmmResult,
-    admm,
-    anderson_point,
-    damped_newton,
-    pack_wb,
-    unpack_wb,
-)
+from ..inference.solvers import AdmmResult, admm, anderson_point, damped_newton
 from ..inference.stats import GaussianTerm, bucket_size, data_loss, gaussian_term, task_moments
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from .losses import LOSSES, empirical_risk, linear_predictor, row_weights, task_loss_weights
@@ -927,7 +921,7 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         0 gives the plain Algorithm 1. On the Landmine-sized binary problem at λ = 10,
         γ = 0.01 (a flat valley along which ‖W‖ grows slowly) the sweep with a one-step
         extrapolation stopped at its 300-iteration cap with F = 11.2038; with Anderson the
-        fit meets ``tol`` after 62 outer iterations at F = 11.1983 (``benchmarks/README.md``).
+        fit meets ``tol`` after 64 outer iterations at F = 11.1977 (``benchmarks/README.md``).
     deadline : optional ``time.monotonic()`` value: stop (unconverged) after the first outer
         iteration that ends past it.
     callback : optional ``callback(history, W, b, C)`` called after every outer iteration
@@ -975,10 +969,12 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         # and penalty ρ (W and C move little late in the fit, so the old duals are close);
         # Newton's C-step certifies dense optima in a few steps; after it fails (a sparse
         # optimum) it is retried after 1, 2, 4, … 16 outer iterations
+        value = history[-1]  # (1) at (W, b, C)
         if pending is None or certifying:
             C_new, cr = solve_c(W, C, tols)
-            if objective(W, b, C_new) <= history[-1]:  # keep a step only if (1) does not rise
-                C = C_new
+            value_c = objective(W, b, C_new)
+            if value_c <= value:  # keep a step only if (1) does not rise
+                C, value = C_new, value_c
         else:
             cr = pending
         c_warm = AdmmWarmStart(cr.z, cr.u, cr.rho)
@@ -991,7 +987,6 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
                                                         newton=try_w_newton, **tols)
         w_newton.record(try_w_newton, certified)
         w_warm = AdmmWarmStart(wr.z, wr.u, wr.rho)
-        value = objective(W, b, C)
         value_new = objective(W_new, b_new, C)
         stepped = value_new <= value
         # Anderson acceleration of the sweep (W, b) ↦ W-step(C-step(W)): the mixed point
@@ -999,10 +994,11 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         # result, so (1) never rises; a rejection restarts the memory
         took, pending = False, None
         if anderson and stepped:
-            xs = xs[-anderson:] + [pack_wb(W, b)]
-            txs = txs[-anderson:] + [pack_wb(W_new, b_new)]
+            x, unravel = ravel_pytree((W, b))
+            xs = xs[-anderson:] + [np.asarray(x)]
+            txs = txs[-anderson:] + [np.asarray(ravel_pytree((W_new, b_new))[0])]
             if len(xs) > 1:
-                W_a, b_a = unpack_wb(anderson_point(np.stack(xs), np.stack(txs)), W.shape[0])
+                W_a, b_a = unravel(jnp.asarray(anderson_point(np.stack(xs), np.stack(txs))))
                 C_a, cr_a = solve_c(W_a, C, tols)
                 value_a = objective(W_a, b_a, C_a)
                 took = bool(np.isfinite(value_a)) and value_a <= value_new
