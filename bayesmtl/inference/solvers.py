@@ -256,15 +256,20 @@ def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False):
     (:func:`projected_newton` is its counterpart on a set with an easy projection).
 
     ``direction(x) -> (δ, g·δ)`` gives a descent step (exact Newton, Newton–CG, …) and its
-    slope; the step length halves until ``value(x + aδ) ≤ value(x) + 1e-4 a g·δ`` (a step that
-    still does not decrease ``value`` is rejected). Stops when half the Newton decrement
-    ``-g·δ`` is below ``tol · max(1, |value|)`` or after ``max_iter`` steps. Exact in one step
-    for a quadratic. Jit- and vmap-able. ``full=True`` returns ``(x, n_steps, converged)``.
+    slope; the step length halves until ``value(x + aδ) ≤ value(x) + 1e-4 a g·δ``. The loop
+    stops at the first x whose half Newton decrement ``-g·δ / 2`` is ≤ ``tol · max(1, |value|)``
+    (converged), when no step length decreases ``value`` or the slope is not finite (stalled),
+    or after ``max_iter`` steps. A converged x then takes its full Newton step if that does not
+    raise ``value`` (so the decrement that certified x also bounds the returned point's
+    error, and the point is as accurate as one more step makes it). Exact in one step for a
+    quadratic. Jit- and vmap-able. ``full=True`` returns ``(x, n_steps, converged)``.
     """
 
+    def small(f, slope):
+        return 0.5 * -slope <= tol * jnp.maximum(1.0, jnp.abs(f))
+
     def step(s):
-        x, f, _, it = s
-        delta, slope = direction(x)
+        x, f, delta, slope, it, _ = s
 
         def not_enough(c):
             a, fa = c
@@ -274,18 +279,25 @@ def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False):
                                                                             * delta)),
                                    (jnp.asarray(1.0, f.dtype), value(x + delta)))
         ok = fa <= f
-        return jnp.where(ok, x + a * delta, x), jnp.where(ok, fa, f), -slope, it + 1
+        x = jnp.where(ok, x + a * delta, x)
+        delta, slope = direction(x)
+        return x, jnp.where(ok, fa, f), delta, slope, it + 1, ~ok
 
     def cond(s):
-        _, f, decrement, it = s
-        return (it < max_iter) & (0.5 * decrement > tol * jnp.maximum(1.0, jnp.abs(f)))
+        _, f, _, slope, it, stalled = s
+        return (it < max_iter) & ~stalled & jnp.isfinite(slope) & ~small(f, slope)
 
     f0 = value(x0)
-    init = (x0, f0, jnp.asarray(jnp.inf, f0.dtype), jnp.asarray(0))
-    out = jax.lax.while_loop(cond, step, init)
+    delta0, slope0 = direction(x0)
+    x, f, delta, slope, n_steps, stalled = jax.lax.while_loop(
+        cond, step, (x0, f0, delta0, slope0, jnp.asarray(0), jnp.asarray(False)))
+    converged = ~stalled & jnp.isfinite(slope) & jnp.isfinite(f) & small(f, slope)
+    polished = x + delta
+    keep = converged & (value(polished) <= f)
+    x = jnp.where(keep, polished, x)
     if full:
-        return out[0], out[3], ~cond(out)
-    return out[0]
+        return x, n_steps + keep, converged
+    return x
 
 
 def newton_cg(fun, theta0, blocks, max_newton=30, tol=1e-14):
