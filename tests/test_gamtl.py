@@ -135,11 +135,12 @@ def test_admm_solves_a_lasso_prox_exactly():
     (0.3, True, None),  # whichever path the problem takes
     (0.01, True, True),  # a dense optimum: Newton certifies every column
     (0.01, False, False),  # ADMM only
-    (3.0, True, False),  # a sparse optimum (M_i singular): Newton fails, ADMM finishes
+    (1.0, True, False),  # a sparse optimum (M_i singular): Newton fails, ADMM finishes
+    (3.0, True, True),  # every optimum is c_i = 0: certified by the zero test, no ADMM
 ])
 def test_c_step_matches_cvxpy(gamma, newton, certified):
     """Each column of the C-step against Clarabel, by Newton's method where it certifies
-    the optimum and by ADMM otherwise."""
+    the optimum (or the zero test does) and by ADMM otherwise."""
     cp = pytest.importorskip("cvxpy")
     rng = np.random.default_rng(5)
     d, m, lam = 4, 5, 1.0
@@ -158,6 +159,11 @@ def test_c_step_matches_cvxpy(gamma, newton, certified):
     assert bool(res.converged.all())
     if certified is not None:
         assert by_newton == certified
+    if by_newton:  # the returned split variable and duals are ADMM's fixed point
+        C_admm, res_admm = G._c_step(jnp.asarray(W), jnp.asarray(C), res.z, res.u, res.rho, lam,
+                                     gamma, 1e-12, 1e-10, 50_000, 1.6)
+        assert int(res_admm.n_iter) <= 2
+        np.testing.assert_allclose(np.asarray(C_admm), C, atol=1e-9)
     np.testing.assert_array_equal(np.diag(C), 0.0)
     for i in range(m):
         W_minus_i = np.delete(W, i, axis=1)

@@ -198,6 +198,12 @@ class AdmmWarmStart(NamedTuple):
     rho: jax.Array
 
 
+def _first_rho(lam):
+    """ADMM's first penalty ρ = λ as a strongly typed float64 scalar, like the ρ that a solve
+    returns (a weakly typed one made the compiled steps compile a second time)."""
+    return jnp.asarray(float(lam), dtype=jnp.float64)
+
+
 def c_step(W, C0, lam, gamma, warm: AdmmWarmStart | None = None, *, abs_tol=1e-9,
            rel_tol=1e-7, max_iter=5000, relaxation=1.6, newton=True):
     """C-step (2)–(3): argmin over C of (λ/2)Σ‖w_i - W_{-i}c_i‖² + γ Σ‖W_{-i}Diag(c_i)‖_*.
@@ -238,7 +244,7 @@ def c_step(W, C0, lam, gamma, warm: AdmmWarmStart | None = None, *, abs_tol=1e-9
 def _c_step_certified(W, C0, lam, gamma, warm, abs_tol, rel_tol, max_iter, relaxation, newton):
     """:func:`c_step`, returning also whether Newton certified every column."""
     C0 = zero_diagonal(jnp.asarray(C0, dtype=jnp.float64))
-    rho = jnp.asarray(float(lam)) if warm is None else warm.rho
+    rho = _first_rho(lam) if warm is None else warm.rho
     if newton:
         C, grad, ok, steps, J, U = _c_step_newton(W, C0, lam, gamma, rho)
         if bool(jnp.all(ok)):
@@ -248,7 +254,7 @@ def _c_step_certified(W, C0, lam, gamma, warm, abs_tol, rel_tol, max_iter, relax
         C0, warm = C, AdmmWarmStart(J, U, rho)
     if warm is None:
         J0 = jnp.moveaxis(W[:, :, None] * C0[None], 2, 0)
-        warm = AdmmWarmStart(J0, jnp.zeros_like(J0), jnp.asarray(float(lam)))
+        warm = AdmmWarmStart(J0, jnp.zeros_like(J0), _first_rho(lam))
     return (*_c_step(W, C0, *warm, lam, gamma, abs_tol, rel_tol, max_iter, relaxation), False)
 
 
@@ -305,12 +311,22 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     Where M ≻ 0, φ is twice differentiable (also at c_k = 0): with M = U Diag(μ) Uᵀ,
     s = √μ and ũ_k = Uᵀw_k, ∂φ/∂c_k = c_k Σ_a ũ_ak²/s_a and
     ∂²φ/∂c_k∂c_l = δ_kl Σ_a ũ_ak²/s_a + 2 c_k c_l Σ_ab F_ab ũ_ak ũ_bk ũ_al ũ_bl with the
-    divided differences of x^{-1/2}, F_ab = -1/(s_a s_b (s_a + s_b)). Returns c, the
-    gradient norm, whether Newton certified c, and its steps.
+    divided differences of x^{-1/2}, F_ab = -1/(s_a s_b (s_a + s_b)).
+
+    Where the optimum is c = 0 (large γ) φ is not smooth there and Newton cannot certify it;
+    that case is certified first: 0 is optimal iff λWᵀw ∈ γ ∂φ(0) = {γ diag(WᵀZ) : ‖Z‖₂ ≤ 1},
+    and Z₀ = W Diag(λ w_kᵀw / ‖w_k‖²) (kept k) satisfies diag(WᵀZ₀) = λWᵀw, so ‖Z₀‖₂ ≤ γ is a
+    sufficient condition (exact when the kept w_k are orthogonal).
+
+    Returns c, the gradient norm (0 at a certified zero), whether c is certified, Newton's
+    steps and, for a certified zero, the subgradient Z₀/γ of φ at 0 (d, m; else 0).
     """
     d = W.shape[0]
     WtW = W.T @ W
     target = W.T @ w_target
+    sq = jnp.diag(WtW)
+    Z0 = W * (keep * lam * target / jnp.where(sq > 0, sq, 1.0))[None, :]
+    zero = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(Z0 @ Z0.T)[-1], 0.0)) <= gamma
 
     def gram(c):  # M = W Diag(c²) Wᵀ over the kept entries
         return (W * (keep * c**2)[None, :]) @ W.T
@@ -342,9 +358,8 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
         H = keep[:, None] * H * keep[None, :] + jnp.diag(1.0 - keep)
         delta, slope = _newton_direction(g, H)
         # heading for a singular M (a sparse optimum, where φ is not smooth and Newton cannot
-        # certify): no direction (a NaN slope stops damped_newton, uncertified), instead of
-        # running to max_newton with ever shorter steps (200 ms per C-step at γ = 1)
-        return delta, jnp.where(mu[0] > 1e-12 * mu[d - 1], slope, jnp.nan)
+        # certify), or a certified zero: no direction (a NaN slope stops damped_newton)
+        return delta, jnp.where((mu[0] > 1e-12 * mu[d - 1]) & ~zero, slope, jnp.nan)
 
     # start at c0 if its M is non-singular, else at the ridge point (λWᵀW + γ Diag(‖w_k‖))⁻¹λWᵀw
     # (the trace Lasso's ℓ2 end), which is dense. (A threshold of 1e-8 on M's eigenvalue ratio
@@ -359,7 +374,8 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
                                         tol=1e-13, full=True)
     g, mu = gradient_parts(c)[:2]
     ok = converged & (mu[0] > 1e-12 * mu[d - 1]) & jnp.all(jnp.isfinite(c))
-    return keep * c, jnp.linalg.norm(g), ok, steps
+    return (jnp.where(zero, 0.0, keep * c), jnp.where(zero, 0.0, jnp.linalg.norm(g)),
+            ok | zero, steps, jnp.where(zero, Z0 / gamma, 0.0))
 
 
 @jax.jit(static_argnames=("max_newton",))
@@ -368,14 +384,15 @@ def _c_step_newton(W, C0, lam, gamma, rho, max_newton=12):
 
     Returns C (m, m), per-column gradient norms (m,), whether each column is certified
     (m,), Newton steps (m,) and the ADMM state that this C is the fixed point of:
-    J_i = W Diag(c_i), u_i = (γ/ρ) M_i^{-1/2} J_i (the trace norm's gradient where M_i ≻ 0).
+    J_i = W Diag(c_i), u_i = (γ/ρ) Z_i with Z_i the trace norm's (sub)gradient: M_i^{-1/2} J_i
+    where M_i ≻ 0, Z₀/γ of :func:`_column_newton` at a certified zero column.
     """
     m = W.shape[1]
     sq = jnp.sum(W**2, axis=0)
     keep = (1.0 - jnp.eye(m, dtype=W.dtype)) * (sq > 0)[:, None]  # column i: keep_i
-    C, grad, ok, steps = jax.vmap(_column_newton, in_axes=(None, 1, 1, 1, None, None, None),
-                                  out_axes=(1, 0, 0, 0))(W, keep, W, C0, lam, gamma,
-                                                         max_newton)
+    C, grad, ok, steps, Z0 = jax.vmap(
+        _column_newton, in_axes=(None, 1, 1, 1, None, None, None),
+        out_axes=(1, 0, 0, 0, 0))(W, keep, W, C0, lam, gamma, max_newton)
     J = jnp.moveaxis(W[:, :, None] * C[None], 2, 0)  # (m, d, m)
 
     def dual(Ji):
@@ -383,7 +400,7 @@ def _c_step_newton(W, C0, lam, gamma, rho, max_newton=12):
         inv_sqrt = jnp.where(mu > 0, 1.0 / jnp.sqrt(jnp.where(mu > 0, mu, 1.0)), 0.0)
         return (U * inv_sqrt[None, :]) @ U.T @ Ji
 
-    U = gamma / rho * jax.vmap(dual)(J) * ok[:, None, None]
+    U = gamma / rho * (jax.vmap(dual)(J) * ok[:, None, None] + Z0)
     return C, grad, ok, steps, J, U
 
 
@@ -533,7 +550,7 @@ def w_step(term, W0, b0, C, lam, gamma, warm: AdmmWarmStart | None = None, *, ab
         Z0 = jnp.moveaxis(W0[:, :, None] * zero_diagonal(C)[None], 2, 0)
         z0 = (W0, Z0)
         warm = AdmmWarmStart(z0, jax.tree_util.tree_map(jnp.zeros_like, z0),
-                             jnp.asarray(float(lam)))
+                             _first_rho(lam))
     return _w_step(term, W0, b0, *warm, C, lam, gamma, abs_tol, rel_tol, max_iter, relaxation)
 
 
@@ -549,7 +566,7 @@ def _w_step_certified(term, W0, b0, C, lam, gamma, warm, abs_tol, rel_tol, max_i
         if bool(ok):
             z = (W, jnp.moveaxis(W[:, :, None] * zero_diagonal(C)[None], 2, 0))
             u = jax.tree_util.tree_map(jnp.zeros_like, z)
-            rho = jnp.asarray(float(lam)) if warm is None else warm.rho
+            rho = _first_rho(lam) if warm is None else warm.rho
             return W, b, AdmmResult(jnp.concatenate([W.T, b[:, None]], axis=1), z, u, rho,
                                     steps, jnp.asarray(True), jnp.zeros((), W.dtype),
                                     grad), True
