@@ -938,7 +938,7 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         0 gives the plain Algorithm 1. On the Landmine-sized binary problem at λ = 10,
         γ = 0.01 (a flat valley along which ‖W‖ grows slowly) the sweep with a one-step
         extrapolation stopped at its 300-iteration cap with F = 11.2038; with Anderson the
-        fit meets ``tol`` after 64 outer iterations at F = 11.1977 (``benchmarks/README.md``).
+        fit meets ``tol`` after 62 outer iterations at F = 11.1985 (``benchmarks/README.md``).
     deadline : optional ``time.monotonic()`` value: stop (unconverged) after the first outer
         iteration that ends past it.
     callback : optional ``callback(history, W, b, C)`` called after every outer iteration
