@@ -27,7 +27,6 @@ def clustered_omega_step(gram, a, b, c):
     return (U * clustered_spectrum(evals, a, b, c)) @ U.T
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
 def graphical_lasso(S, alpha, P0, S0=None, max_iter=200, tol=1e-11):
     r"""argmin_{P ≻ 0} tr(S P) - ln|P| + α Σ_st |P_st|; S (m, m) ⪰ 0 (may be singular), α > 0.
 
@@ -63,6 +62,14 @@ def graphical_lasso(S, alpha, P0, S0=None, max_iter=200, tol=1e-11):
     at round-off on a badly conditioned S + U). Its KKT residual is
     :func:`graphical_lasso_subgradient`.
     """
+    # S0 as an array with a traced flag (None would be a second pytree structure, so the
+    # first Ω-step of every fit compiled the solver a second time)
+    return _graphical_lasso(S, alpha, P0, S if S0 is None else S0, jnp.asarray(S0 is not None),
+                            max_iter, tol)
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol):
     m = S.shape[0]
     S = (S + S.T) / 2
     eye = jnp.eye(m, dtype=S.dtype)
@@ -110,10 +117,9 @@ def graphical_lasso(S, alpha, P0, S0=None, max_iter=200, tol=1e-11):
 
     U0 = alpha * jnp.sign(P0 + P0.T)
     U0 = jnp.where(neg_log_det(U0) < neg_log_det(alpha * eye), U0, alpha * eye)
-    if S0 is not None:
-        P0_inverse = jnp.linalg.inv(P0)
-        dual = project((P0_inverse + P0_inverse.T) / 2 - (S0 + S0.T) / 2)
-        U0 = jnp.where(neg_log_det(dual) < neg_log_det(U0), dual, U0)
+    P0_inverse = jnp.linalg.inv(P0)
+    dual = project((P0_inverse + P0_inverse.T) / 2 - (S0 + S0.T) / 2)
+    U0 = jnp.where(has_S0 & (neg_log_det(dual) < neg_log_det(U0)), dual, U0)
     U, _, _ = projected_newton(neg_log_det, direction, project, U0, stop=stop,
                                max_iter=max_iter)
     P = precision(U)
