@@ -1,5 +1,9 @@
 """GAMTL (issue 5): objective (1), trace-Lasso limits, ADMM steps, grouping, NUTS, bad input."""
 
+import subprocess
+import sys
+import textwrap
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -177,6 +181,26 @@ def test_c_step_matches_cvxpy(gamma, newton, certified):
         assert abs(ours - reference) <= 1e-6 * abs(reference)
         if by_newton:  # no worse than the interior point's own accuracy
             assert ours <= reference + 1e-9 * abs(reference)
+
+
+def test_c_step_at_a_hundred_tasks_finishes():
+    """The Newton C-step at m = 100 (the Synthetic size) from C = 0. Its batched LAPACK calls
+    (eigh, LU) each split over XLA's intra-op pool above 2e5 flops; two running at once
+    deadlocked the 2-core machine every time (solvers.after now orders them). Run in a child
+    process so that a hang fails the test instead of the suite."""
+    code = textwrap.dedent("""
+        import jax, jax.numpy as jnp, numpy as np
+        import bayesmtl
+        from bayesmtl.models import gamtl as G
+        m, d = 100, 30
+        W = jnp.asarray(np.random.default_rng(0).normal(size=(d, m)))
+        out = G._c_step_newton(W, jnp.zeros((m, m)), 1.0, 0.1, jnp.asarray(1.0))
+        print(int(np.sum(np.asarray(out[2]))))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) == 100  # every column certified
 
 
 @pytest.mark.parametrize("shape", [(6, 9), (9, 6), (5, 5)])

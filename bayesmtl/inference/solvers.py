@@ -251,6 +251,23 @@ def admm(x_update, z_update, A, At, x0, z0, u0=None, *, rho0=1.0, max_iter=1000,
 # ----------------------------------------------------------------------------- Newton–CG
 
 
+def after(x, *done):
+    """``x`` unchanged, but computed only once ``done`` (arrays) are: sequences computations
+    that XLA would otherwise run at the same time.
+
+    Needed between batched LAPACK calls (``eigh``, ``solve``, ``cholesky`` under ``vmap``):
+    above a small batch cost (2e5 flops) jaxlib splits a batch over XLA's intra-op thread pool
+    and blocks until the pieces are done, so two such calls running at once on a 2-thread pool
+    each hold a thread while waiting for the other, a deadlock (GAMTL's C-step at m = 100 hung
+    this way; ``benchmarks/README.md``). XLA's CPU compiler removes ``optimization_barrier``
+    without ordering anything, so the dependence is arithmetic: x + 0·tanh(v) with v the first
+    entry of each of ``done``, which XLA does not fold for floating point (0·NaN is NaN). It is
+    x exactly unless that entry is NaN.
+    """
+    zero = sum(0.0 * jnp.tanh(jnp.ravel(d)[0]) for d in done)
+    return x + zero.astype(x.dtype)
+
+
 def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False):
     """Damped Newton loop with Armijo backtracking: the package's unconstrained Newton loop
     (:func:`projected_newton` is its counterpart on a set with an easy projection).
@@ -288,7 +305,7 @@ def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False):
         return (it < max_iter) & ~stalled & jnp.isfinite(slope) & ~small(f, slope)
 
     f0 = value(x0)
-    delta0, slope0 = direction(x0)
+    delta0, slope0 = direction(after(x0, f0))  # value and direction may both factor (after)
     x, f, delta, slope, n_steps, stalled = jax.lax.while_loop(
         cond, step, (x0, f0, delta0, slope0, jnp.asarray(0), jnp.asarray(False)))
     converged = ~stalled & jnp.isfinite(slope) & jnp.isfinite(f) & small(f, slope)

@@ -80,7 +80,7 @@ from numpyro.distributions import constraints
 from ..data import CLASSIFICATION, MultiTaskData, require_data
 from ..errors import ConvergenceWarning
 from ..inference.prox import prox_trace_norm_gram
-from ..inference.solvers import AdmmResult, admm, anderson_point, damped_newton
+from ..inference.solvers import AdmmResult, admm, after, anderson_point, damped_newton
 from ..inference.stats import GaussianTerm, bucket_size, data_loss, gaussian_term, task_moments
 from .likelihoods import PAPER_SQUARED_LOSS_NOISE, BernoulliLogit, Gaussian
 from .losses import LOSSES, empirical_risk, linear_predictor, row_weights, task_loss_weights
@@ -326,7 +326,6 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     target = W.T @ w_target
     sq = jnp.diag(WtW)
     Z0 = W * (keep * lam * target / jnp.where(sq > 0, sq, 1.0))[None, :]
-    zero = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(Z0 @ Z0.T)[-1], 0.0)) <= gamma
 
     def gram(c):  # M = W Diag(c²) Wᵀ over the kept entries
         return (W * (keep * c**2)[None, :]) @ W.T
@@ -365,10 +364,12 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     # (the trace Lasso's ℓ2 end), which is dense. (A threshold of 1e-8 on M's eigenvalue ratio
     # sent dense previous optima with small eigenvalues, common in the flat valleys of λ ≥ 1,
     # to the ridge point: 8 Newton steps instead of 3 on the Landmine-sized binary fit.)
+    # (the batched LAPACK calls one after the other: see solvers.after)
     mu0 = spectrum(c0)[0]
-    ridge = jnp.linalg.solve(keep[:, None] * (lam * WtW) * keep[None, :]
-                             + jnp.diag(gamma * jnp.sqrt(jnp.diag(WtW)) * keep + 1.0 - keep
-                                        + 1e-12), keep * lam * target)
+    ridge = jnp.linalg.solve(after(keep[:, None] * (lam * WtW) * keep[None, :]
+                                   + jnp.diag(gamma * jnp.sqrt(jnp.diag(WtW)) * keep + 1.0 - keep
+                                              + 1e-12), mu0), keep * lam * target)
+    zero = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(after(Z0 @ Z0.T, ridge))[-1], 0.0)) <= gamma
     start = jnp.where(mu0[0] > 1e-14 * mu0[d - 1], keep * c0, ridge)
     c, steps, converged = damped_newton(value, direction, start, max_iter=max_newton,
                                         tol=1e-13, full=True)
@@ -393,7 +394,7 @@ def _c_step_newton(W, C0, lam, gamma, rho, max_newton=12):
     C, grad, ok, steps, Z0 = jax.vmap(
         _column_newton, in_axes=(None, 1, 1, 1, None, None, None),
         out_axes=(1, 0, 0, 0, 0))(W, keep, W, C0, lam, gamma, max_newton)
-    J = jnp.moveaxis(W[:, :, None] * C[None], 2, 0)  # (m, d, m)
+    J = jnp.moveaxis(W[:, :, None] * after(C, ok)[None], 2, 0)  # (m, d, m); eigh after ok's
 
     def dual(Ji):
         mu, U = jnp.linalg.eigh(Ji @ Ji.T)
@@ -631,6 +632,18 @@ def _data_grad_hess(term, theta):
     g = jnp.einsum("mnk,mn->mk", term.Xa, term.wts * (p - term.y))
     H = jnp.einsum("mnk,mn,mnl->mkl", term.Xa, term.wts * p * (1 - p), term.Xa)
     return g, H
+
+
+#: largest cost of one Newton direction of the W-step (:func:`_w_newton_flops`) for which
+#: ``fit_gamtl`` tries it: ≈ 0.1–0.3 s on a 2-core machine. Landmine's size (29 tasks, 9
+#: features) costs 4e7; 100 tasks × 30 features cost 4e10 (over a minute per W-step there).
+W_NEWTON_MAX_FLOPS = 2e9
+
+
+def _w_newton_flops(m, d):
+    """Flops of one Newton direction of :func:`_w_step_newton`: the Cholesky factor of the
+    (m(d+1))² Hessian and the two GEMMs of its trace-norm part (d³m³ each)."""
+    return (m * (d + 1)) ** 3 / 3 + 2.0 * d**3 * m**3
 
 
 @jax.jit(static_argnames=("max_newton",))
@@ -959,6 +972,8 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
     def objective(W, b, C):
         return float(_objective(term, W, b, C, lam, gamma))
 
+    w_newton_affordable = _w_newton_flops(m, data.n_features) <= W_NEWTON_MAX_FLOPS
+
     history = [objective(W, b, C)]
     c_res, w_res, c_it, w_it, ok, jumped = [], [], [], [], [], []
     c_warm = w_warm = None
@@ -996,9 +1011,10 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
             cr = pending
         c_warm = AdmmWarmStart(cr.z, cr.u, cr.rho)
         # Newton's W-step only where ADMM's is expensive (the logistic loss: a Newton solve per
-        # task in every ADMM iteration) and only if each c_k has ≥ d non-zeros (else some
-        # M_k = W Diag(c_k²) Wᵀ is singular and the trace norm not smooth)
-        try_w_newton = (w_newton.due() and loss == "logistic"
+        # task in every ADMM iteration), where its dense Hessian is affordable, and only if
+        # each c_k has ≥ d non-zeros (else some M_k = W Diag(c_k²) Wᵀ is singular and the
+        # trace norm not smooth)
+        try_w_newton = (w_newton.due() and loss == "logistic" and w_newton_affordable
                         and bool(np.all(np.sum(np.asarray(C) != 0, axis=0) >= W.shape[0])))
         W_new, b_new, wr, certified = _w_step_certified(term, W, b, C, lam, gamma, w_warm,
                                                         newton=try_w_newton, **tols)
