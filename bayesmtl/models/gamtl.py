@@ -55,8 +55,9 @@ task to a bucketed length for the logistic loss, so CV folds share the compiled 
   solve (squared loss) or a damped Newton method (logistic loss), with a closed-form
   reconstruction update. For the logistic loss, where each ADMM iteration costs a Newton
   solve per task, Newton's method on all of (W, b) is tried first when every c_k has ≥ d
-  non-zeros (:func:`_w_step_newton`, certified like the C-step's; retried on the same
-  schedule).
+  non-zeros and its dense (m(d+1))² Hessian is affordable (``W_NEWTON_MAX_FLOPS``)
+  (:func:`_w_step_newton`, certified like the C-step's; retried on the same schedule).
+  A column of the C-step whose optimum is c_i = 0 is certified by a subgradient first.
 
 Both are vectorised over tasks and JIT-compiled once per problem shape. A step is kept only if
 it lowers F, and the sweeps are Anderson-accelerated with a safeguard, so F decreases
