@@ -78,3 +78,17 @@ def test_damped_newton_stops_uncertified_without_a_direction_or_at_its_cap():
     np.testing.assert_array_equal(np.asarray(x), np.asarray(x0))
     _, steps, converged = damped_newton(value, direction, x0, max_iter=1, tol=1e-15, full=True)
     assert not bool(converged) and int(steps) == 1
+
+
+def test_after_returns_its_argument_and_orders_the_computation():
+    import jax
+
+    from bayesmtl.inference.solvers import after
+
+    x = jnp.arange(3.0)
+    np.testing.assert_array_equal(np.asarray(after(x, jnp.ones(2), jnp.asarray(-5.0))), x)
+    np.testing.assert_array_equal(np.asarray(after(x)), x)
+    # the dependence survives compilation: x's use reads the other computation's result
+    hlo = jax.jit(lambda a, b: after(a, jnp.linalg.eigvalsh(b)) * 2.0).lower(
+        x, jnp.eye(3)).compile().as_text()
+    assert "tanh" in hlo

@@ -264,7 +264,8 @@ def after(x, *done):
     entry of each of ``done``, which XLA does not fold for floating point (0·NaN is NaN). It is
     x exactly unless that entry is NaN.
     """
-    zero = sum(0.0 * jnp.tanh(jnp.ravel(d)[0]) for d in done)
+    x = jnp.asarray(x)
+    zero = sum((0.0 * jnp.tanh(jnp.ravel(d)[0]) for d in done), jnp.zeros((), x.dtype))
     return x + zero.astype(x.dtype)
 
 
