@@ -506,3 +506,30 @@ def test_sampling_other_members(member):
         assert post["reconstruction"].dims[-2:] == ("source_task", "target_task")
     # draws move: the posterior is not stuck at the MAP start
     assert float(post["W"].std(("chain", "draw")).min()) > 1e-3
+
+
+class _RoundoffGlmtl(F.SparsePrecision):
+    """glMTL whose warm-started Ω-steps return the exact P with one zero pair moved off zero
+    by 1e-14: F the same to round-off, the KKT residual of the order of α (a solver stop at
+    round-off, as a warm-started graphical lasso gave on a Landmine-sized CV fold)."""
+
+    def omega_step(self, gram, lam, d, state, previous_gram=None):
+        P = super().omega_step(gram, lam, d, state, previous_gram)
+        if previous_gram is None:
+            return P
+        i, j = np.argwhere(np.triu(np.asarray(P) == 0, 1))[0]
+        return P.at[i, j].add(1e-14).at[j, i].add(1e-14)
+
+
+def test_glmtl_uncertified_last_omega_step_is_solved_again_from_the_start(reg):
+    """An alternation that stops with a warm-started Ω-step stuck at round-off gets its last
+    Ω-step solved again from the initial state: certified, F unchanged to round-off, the fit
+    converged (before, it warned and reported unconverged)."""
+    member = _RoundoffGlmtl(lam2=0.5)
+    res = F.fit_family(reg, member, LAM)
+    exact = F.fit_family(reg, F.SparsePrecision(lam2=0.5), LAM)
+    d = reg.n_features
+    assert res.converged
+    assert float(member.omega_residual(jnp.asarray(res.W.T @ res.W), LAM, d,
+                                       jnp.asarray(res.precision))) <= 1e-6
+    assert abs(res.objective - exact.objective) <= 1e-9 * abs(exact.objective)

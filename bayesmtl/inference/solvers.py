@@ -338,7 +338,8 @@ def newton_cg(fun, theta0, blocks, max_newton=30, tol=1e-14):
 
         p, _ = jax.scipy.sparse.linalg.cg(hvp, -g, M=precond, tol=1e-11,
                                           maxiter=20 * theta.shape[1])
-        p = jnp.where(jnp.vdot(g, p) < 0, p, -precond(g))  # CG failure: preconditioned gradient
+        # CG failure: the preconditioned gradient (its solves after CG's: see after)
+        p = jnp.where(jnp.vdot(g, p) < 0, p, -precond(after(g, p)))
         return p, jnp.vdot(g, p)
 
     return damped_newton(fun, direction, theta0, max_iter=max_newton, tol=tol)

@@ -370,8 +370,9 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     ridge = jnp.linalg.solve(after(keep[:, None] * (lam * WtW) * keep[None, :]
                                    + jnp.diag(gamma * jnp.sqrt(jnp.diag(WtW)) * keep + 1.0 - keep
                                               + 1e-12), mu0), keep * lam * target)
-    zero = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(after(Z0 @ Z0.T, ridge))[-1], 0.0)) <= gamma
-    start = jnp.where(mu0[0] > 1e-14 * mu0[d - 1], keep * c0, ridge)
+    z_norm = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(after(Z0 @ Z0.T, ridge))[-1], 0.0))
+    zero = z_norm <= gamma
+    start = after(jnp.where(mu0[0] > 1e-14 * mu0[d - 1], keep * c0, ridge), z_norm)
     c, steps, converged = damped_newton(value, direction, start, max_iter=max_newton,
                                         tol=1e-13, full=True)
     g, mu = gradient_parts(c)[:2]
