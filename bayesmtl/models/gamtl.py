@@ -636,6 +636,19 @@ def _data_grad_hess(term, theta):
     return g, H
 
 
+#: largest cost of one Newton direction of the C-step (:func:`_c_newton_flops`) for which
+#: ``fit_gamtl`` tries it. Landmine's size (29 tasks, 9 features) costs 2e6 and Newton cut
+#: its CV 2–3×; at 100 tasks × 30 features (9e8) a Newton C-step took 2.4 s against ADMM's
+#: 0.5 s, and 15 sweeps took 47 s against 27 s with ADMM only (``benchmarks/README.md``).
+C_NEWTON_MAX_FLOPS = 1e8
+
+
+def _c_newton_flops(m, d):
+    """Flops of one Newton direction of :func:`_c_step_newton`: per column the Hessian's
+    trace-norm part (d²m²) and the Cholesky factor of the m × m Hessian, for m columns."""
+    return m * (d**2 * m**2 + m**3 / 3)
+
+
 #: largest cost of one Newton direction of the W-step (:func:`_w_newton_flops`) for which
 #: ``fit_gamtl`` tries it: ≈ 0.1–0.3 s on a 2-core machine. Landmine's size (29 tasks, 9
 #: features) costs 4e7; 100 tasks × 30 features cost 4e10 (over a minute per W-step there).
@@ -975,6 +988,7 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
         return float(_objective(term, W, b, C, lam, gamma))
 
     w_newton_affordable = _w_newton_flops(m, data.n_features) <= W_NEWTON_MAX_FLOPS
+    c_newton_affordable = _c_newton_flops(m, data.n_features) <= C_NEWTON_MAX_FLOPS
 
     history = [objective(W, b, C)]
     c_res, w_res, c_it, w_it, ok, jumped = [], [], [], [], [], []
@@ -985,8 +999,8 @@ def fit_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss=No
     xs, txs = [], []  # Anderson memory: iterates (W, b) and their sweeps, flattened
     pending = None  # the C-step already taken at the current W (an accepted Anderson point)
 
-    def solve_c(W, C, tols):  # the C-step at W (Newton first, on its schedule)
-        try_newton = c_newton.due()
+    def solve_c(W, C, tols):  # the C-step at W (Newton first, on its schedule, if affordable)
+        try_newton = c_newton.due() and c_newton_affordable
         C_new, cr, certified = _c_step_certified(W, C, lam, gamma, c_warm, newton=try_newton,
                                                  **tols)
         c_newton.record(try_newton, certified)
