@@ -1136,4 +1136,3 @@ def sample_gamtl(data: MultiTaskData, lam: float = 1.0, gamma: float = 1.0, loss
                      var_names=["W", "b", "combination"],
                      attrs={"model": "gamtl", "inference": "nuts"}, data=data,
                      likelihood=likelihood)
-
