@@ -10,7 +10,8 @@ sees the same split. Prints markdown tables.
     nice -n 10 .venv/bin/python benchmarks/bench_deep.py                  # the grid
     nice -n 10 .venv/bin/python benchmarks/bench_deep.py --t-effect       # BMTL's T and λ_h
     nice -n 10 .venv/bin/python benchmarks/bench_deep.py --schedule       # paper's lr schedule
-    .venv/bin/python benchmarks/bench_deep.py --device-timing             # CPU vs CUDA
+
+CPU vs CUDA timings of these fits are in ``bench_devices.py``.
 """
 
 from __future__ import annotations
@@ -217,25 +218,6 @@ def schedule(args) -> str:
     return "\n".join(out)
 
 
-def device_timing(args) -> str:
-    """One fit (digits, DMTL, BMTL, hidden 600, batch 32, 5 epochs) on CPU and, if visible,
-    CUDA; per-epoch seconds after the first (warm-up) epoch."""
-    data = digit_domains(seed=0)
-    train, _ = proportion_split(data, 0.5, 0)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    out = ["| device | threads | s/epoch (median of epochs 2–5) | total s |", "|---|---|---|---|"]
-    for dev in devices:
-        t0 = time.perf_counter()
-        r = fit_deep(train, balancing="bmtl", hidden=600, epochs=5, patience=None, lr=0.005,
-                     lr_decay=0.0, valid_fraction=0.2, seed=0, device=dev)
-        total = time.perf_counter() - t0
-        out.append(f"| {dev} | {torch.get_num_threads()} | "
-                   f"{np.median(r.history['epoch_time'][1:]):.4f} | {total:.2f} |")
-    if len(devices) == 1:
-        out.append("\n(no CUDA device visible: CPU only)")
-    return "\n".join(out)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -258,16 +240,12 @@ def main():
     ap.add_argument("--tables-from", help="print the grid's tables from a --json file (no fits)")
     ap.add_argument("--t-effect", action="store_true", help="BMTL's T × λ_h table only")
     ap.add_argument("--schedule", action="store_true", help="paper's lr schedule vs constant")
-    ap.add_argument("--device-timing", action="store_true", help="CPU vs CUDA timing only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average at start: {os.getloadavg()}", flush=True)
     if args.tables_from:
         with open(args.tables_from) as fh:
             print(tables(json.load(fh), args))
-        return
-    if args.device_timing:
-        print(device_timing(args))
         return
     if args.t_effect or args.schedule:
         text = t_effect(args) if args.t_effect else schedule(args)

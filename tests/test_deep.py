@@ -1,6 +1,7 @@
 """bayesmtl.deep (issue 15): balancing strategies, MGDA's QP, the Pyro model's log joint against
 objectives written from the paper, Theorem 2 on a linear network, fits, export, state, bad input.
-CPU only; every fit is tiny."""
+Every fit is tiny; fits take device="auto", so on a GPU machine they run on CUDA (bitwise
+repeatability is checked on the CPU; tests/test_cuda.py compares the devices)."""
 
 import json
 import math
@@ -137,13 +138,12 @@ def test_fit_with_absent_tasks_in_batches():
                  patience=None, **FAST)
     assert np.all(np.isfinite(r.history["train_loss"]))
     net, values = r.net, r.values
-    X = torch.as_tensor(data.X[data.task > 0], dtype=torch.float32)
-    task = torch.as_tensor(data.task[data.task > 0]).long()
-    y = torch.as_tensor(data.y[data.task > 0], dtype=torch.float32)
+    X, task, y, mean, scale = (torch.as_tensor(a, device=r.device) for a in (
+        data.X[data.task > 0], data.task[data.task > 0], data.y[data.task > 0], r.x_mean,
+        r.x_scale))
     strategy = B.make_strategy("bmtl", n_tasks=3)
     with local_params():
-        tr = map_trace(values, (X - torch.as_tensor(r.x_mean, dtype=torch.float32))
-                       / torch.as_tensor(r.x_scale, dtype=torch.float32), task, y, net=net,
+        tr = map_trace(values, ((X - mean) / scale).float(), task.long(), y.float(), net=net,
                        strategy=strategy)
     assert float(tr.nodes["task_weight"]["value"][0]) == 0.0
     assert torch.isfinite(tr.log_prob_sum())
@@ -381,8 +381,8 @@ def test_theorem2_bmtl_linear_network_reaches_cvxpy_optimum(h, cvx_h, kw):
     r = fit_deep(data, balancing="bmtl", h=h, hidden=0, lam_heads=lam, batch_size=64,
                  valid_fraction=0.0, patience=None, epochs=15, optimizer="lbfgs", lr=1.0,
                  dtype="float64", standardize=False, **kw)
-    W = r.values["heads.0.weight"].detach().numpy()[:, 0, :]
-    values = {k: v.detach().numpy() for k, v in r.values.items()}
+    W = r.values["heads.0.weight"].detach().cpu().numpy()[:, 0, :]
+    values = {k: v.detach().cpu().numpy() for k, v in r.values.items()}
     L = np.array([np.mean((X @ W[:, i] + values["heads.0.bias"][0, i] - y) ** 2)
                   for i, (X, y) in enumerate(data.tasks())])
     hL = np.exp(L / 2.0) if h is None else L + 0.5 * L ** 2
@@ -396,7 +396,7 @@ def test_theorem2_bmtl_linear_network_reaches_cvxpy_optimum(h, cvx_h, kw):
 
 def test_fit_is_reproducible_with_a_seed():
     data = _data("multiclass")
-    runs = [fit_deep(data, balancing="mgda", seed=s, **FAST) for s in (3, 3, 4)]
+    runs = [fit_deep(data, balancing="mgda", seed=s, device="cpu", **FAST) for s in (3, 3, 4)]
     np.testing.assert_array_equal(runs[0].history["train_loss"], runs[1].history["train_loss"])
     np.testing.assert_array_equal(runs[0].predict_proba(data.X, data.task),
                                   runs[1].predict_proba(data.X, data.task))
@@ -410,7 +410,7 @@ def test_omega_heads_export_omega_with_task_names():
     assert omega.shape == (3, 3) and np.allclose(omega, omega.T)
     assert np.trace(omega) == pytest.approx(1.0) and np.linalg.eigvalsh(omega).min() > 0
     W = r.values["heads.0.weight"].detach()
-    np.testing.assert_allclose(omega, N.omega_step(N.head_matrix(W), 1e-8).double().numpy(),
+    np.testing.assert_allclose(omega, N.omega_step(N.head_matrix(W), 1e-8).double().cpu().numpy(),
                                atol=1e-6)  # the last Ω-step at the returned heads
     dt = r.to_datatree()
     assert list(dt.posterior["omega"].coords["task"].values) == ["north", "south", "east"]
@@ -527,7 +527,7 @@ def test_state_restore_gives_identical_predictions(inference, network, kind, bal
     meta, arrays = r.state()
     meta = json.loads(json.dumps(meta))  # JSON round trip
     assert all(isinstance(v, np.ndarray) for v in arrays.values())
-    back = DeepResult.restore(meta, {k: v.copy() for k, v in arrays.items()}, device="cpu")
+    back = DeepResult.restore(meta, {k: v.copy() for k, v in arrays.items()}, device=r.device)
     np.testing.assert_array_equal(back.predict(data.X, data.task), r.predict(data.X, data.task))
     if kind != "regression":
         np.testing.assert_array_equal(back.predict_proba(data.X, data.task),

@@ -156,7 +156,7 @@ def test_map_fit_lowers_objective_6_and_roundtrips(tmp_path):
     problems, meta = _meta(P=6)
     r = fit_l2mt(meta, hidden=4, k=3, lam=0.01, scale=0.1, epochs=60, batch_size=3,
                  seed=0)
-    th = {n: v.numpy() for n, v in r.values().items()}
+    th = {n: v.cpu().numpy() for n, v in r.values().items()}
     from bayesmtl.l2mt.model import paper_init
     init = {n: v.numpy() for n, v in paper_init(r.config, 0).items()}
     after, _ = _objective6(problems, th, 0.01, 2, 3)

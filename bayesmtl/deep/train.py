@@ -210,6 +210,10 @@ def fit_deep(data: MultiTaskData, *, network="dmtl", balancing="bmtl", hidden=60
     standardize : centre and scale features with the training rows' statistics.
     dtype : "float32" or "float64". device : "auto" (CUDA if available, else CPU) or a torch
         device string. seed : seeds Pyro/torch, the split, the batches and the initial values.
+        A seed repeats a CPU fit bitwise; on CUDA, scatter sums add atomically, so repeats agree
+        to round-off unless ``torch.use_deterministic_algorithms(True)`` is on (with
+        ``CUBLAS_WORKSPACE_CONFIG=:4096:8``). SVI's posterior draws are seeded per device: the
+        same device repeats them, CPU and CUDA give different draws of one posterior.
     progress_bar : tqdm bar over epochs.
 
     Returns
