@@ -389,7 +389,9 @@ def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
         raise ValueError(f"solve must be 'auto', 'cg' or 'factor'; got {solve!r}")
     may_factor = solve == "auto" and m * D <= dense_max
     diag = blocks + jnp.diag(coupling)[:, None, None] * jnp.diag(selector)[None]
-    chol = jnp.linalg.cholesky(diag + jitter * jnp.eye(D))
+    # factored after rhs: blocks that do not change inside a caller's loop (squared loss) would
+    # be hoisted out of it, next to the caller's other factorisations (see after)
+    chol = jnp.linalg.cholesky(after(diag, rhs) + jitter * jnp.eye(D))
 
     def precond(r):
         return jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(chol, r)
@@ -399,7 +401,8 @@ def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
                 + (coupling @ (x * selector)) * selector)
 
     def factored(fallback):
-        H = coupled_block_system(blocks, coupling, selector) + jitter * jnp.eye(m * D)
+        H = after(coupled_block_system(blocks, coupling, selector), fallback) \
+            + jitter * jnp.eye(m * D)
         x = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(H), True), rhs.ravel())
         x = x.reshape(m, D)
         return jnp.where(jnp.all(jnp.isfinite(x)), x, fallback)
