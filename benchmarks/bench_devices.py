@@ -4,8 +4,8 @@ Each case is one fit of a fixed number of epochs (no early stopping) on every de
 ``cpu:1`` (one torch thread, the library's setting for small models), ``cpu:N`` (all cores)
 and ``cuda`` when torch sees one. Per case and device it prints the median seconds per epoch
 over epochs 2… (the first holds CUDA's and the allocator's warm-up), the total, and the final
-training loss, which must agree across devices up to float round-off (MAP cases; SVI draws
-differ between CPU and CUDA random streams).
+training objective (deep) or loss (L2MT), which must agree across devices up to float
+round-off (MAP cases; SVI draws differ between CPU and CUDA random streams).
 
 Cases (``--cases``):
 
@@ -110,7 +110,7 @@ def main():
     meta = (l2mt_meta(args.problems, args.tuples)
             if any(c.startswith("l2mt") for c in args.cases) else None)
     rows = []
-    print("| case | device | s/epoch (median of epochs 2…) | total s | final loss |\n"
+    print("| case | device | s/epoch (median of epochs 2…) | total s | final objective |\n"
           "|---|---|---|---|---|", flush=True)
     for case in args.cases:
         for label, dev, threads in devices():
