@@ -5,9 +5,10 @@ by address). Every parallel loop of the library goes through :func:`map_complete
 
 ========================  ===================================================================
 ``scheduler="serial"``    an in-process loop, no Dask (debugging, tests, one core)
-``"threads"``             an in-process ``LocalCluster`` of ``n_workers`` threads (shares this
-                          process's compiled JAX code and registered methods; JAX releases
-                          the GIL while it computes)
+``"threads"``             an in-process ``LocalCluster`` of ``n_workers`` threads, at most one
+                          fewer than the CPUs this process may use (shares this process's
+                          compiled JAX code and registered methods; JAX releases the GIL
+                          while it computes; see :func:`thread_workers`)
 ``None`` / ``"local"``    a ``LocalCluster`` of ``n_workers`` single-threaded worker processes,
                           started and closed inside the call (no dashboard)
 ``"tcp://host:8786"``     a running Dask scheduler (``dask scheduler`` + ``dask worker``);
@@ -35,7 +36,7 @@ from typing import Any
 
 from .errors import WorkItemError
 
-__all__ = ["map_completed", "WorkItemError", "SCHEDULERS"]
+__all__ = ["map_completed", "thread_workers", "WorkItemError", "SCHEDULERS"]
 
 SCHEDULERS = ("serial", "threads", "local")
 #: logging level of the local cluster's scheduler and workers (INFO is a line per event)
@@ -94,6 +95,25 @@ def map_completed(fn: Callable, items: Iterable, *, scheduler=None, n_workers: i
             yield from _run_dask(client, fn, items, bar, desc)
 
 
+def thread_workers(n_workers: int) -> int:
+    """Threads the "threads" scheduler uses for ``n_workers``: at most one fewer than the CPUs
+    this process may use (XLA's CPU thread pool has one thread per such CPU), and at least 1.
+
+    A batched LAPACK kernel (Cholesky, eigh, … of a batch costing over 2e5 flops) splits its
+    batch over that pool and waits for the pieces; XLA runs such a kernel on a pool thread.
+    With as many fits in flight as pool threads, every pool thread can be waiting inside a
+    kernel and none is left to run the pieces: a deadlock (three AMTL fits of School's size
+    on two threads of this 2-core machine hung 2 of 2 times; gdb showed both pool threads in
+    ``ParallelBatchMap``). One fit has at most one such kernel in flight (``solvers.after``;
+    ``tests/test_hlo_hazards.py``), so fewer fits than pool threads always leave a thread
+    free. Processes ("local") have a pool each and are not capped.
+    """
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(int(n_workers), (cpus or 1) - 1))
+
+
 @contextlib.contextmanager
 def _client(scheduler, n_workers: int):
     """A ``distributed.Client``: the given one (left open) or one this opens and closes."""
@@ -104,7 +124,7 @@ def _client(scheduler, n_workers: int):
         return
     if scheduler == "threads":
         with _quiet_config(), distributed.LocalCluster(
-                n_workers=1, threads_per_worker=n_workers, processes=False,
+                n_workers=1, threads_per_worker=thread_workers(n_workers), processes=False,
                 dashboard_address=None, silence_logs=LOG_LEVEL) as cluster, \
                 distributed.Client(cluster) as client:
             yield client

@@ -240,7 +240,8 @@ def cross_validate(data: MultiTaskData, method, grid=None, *, scoring=None, hype
         alternating solvers inside CV; a ``deadline`` stops the CV with TimeLimitReached).
     n_jobs, scheduler : folds run on :func:`bayesmtl.parallel.map_completed`: in this
         process one after another (``n_jobs=1``, default scheduler "serial"), on ``n_jobs``
-        threads (``n_jobs > 1``, default scheduler "threads"), on a local cluster of ``n_jobs``
+        threads (``n_jobs > 1``, default scheduler "threads"; at most one fewer than the CPUs,
+        see :func:`bayesmtl.parallel.thread_workers`), on a local cluster of ``n_jobs``
         processes (``"local"``) or on a Dask scheduler's workers (an address); the scores are
         identical. Processes and remote workers see only the built-in methods, and a
         ``deadline`` (``time.monotonic``) means nothing on another machine's workers.

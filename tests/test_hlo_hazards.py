@@ -3,14 +3,19 @@
 a small classification problem in a child process that dumps XLA's optimised HLO, and the dump
 is scanned. AMTL on School hung in 3 of 3 fits before ``coupled_block_solve`` ordered its
 preconditioner after its right-hand side (XLA had hoisted the squared loss's constant
-factorisation out of Newton's loop, next to the first direction's)."""
+factorisation out of Newton's loop, next to the first direction's). Fits running at once on
+threads are the same hazard across programs: the "threads" scheduler leaves a pool thread
+free."""
 
 import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
 from hlo_hazards import hazards, scan
+
+from bayesmtl.parallel import thread_workers
 
 FIT_ALL = textwrap.dedent("""
     import warnings
@@ -64,3 +69,44 @@ def test_no_fit_compiles_concurrent_batched_lapack_calls(tmp_path):
     modules, calls, found = scan(tmp_path)
     assert modules > 100 and calls > 50  # the dump was read and holds LAPACK calls
     assert not found, "\n".join(found[:20])
+
+
+@pytest.mark.parametrize("cpus,asked,used", [(2, 2, 1), (2, 8, 1), (4, 8, 3), (4, 2, 2), (1, 3, 1)])
+def test_thread_workers_leave_a_pool_thread_free(monkeypatch, cpus, asked, used):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cpus)), raising=False)
+    assert thread_workers(asked) == used
+
+
+THREADED_FITS = textwrap.dedent("""
+    import warnings
+    from bayesmtl import methods
+    from bayesmtl.datasets import load_school
+    from bayesmtl.methods import Settings
+    from bayesmtl.parallel import map_completed
+
+    train, _ = load_school(split=1)
+
+    def run(lam):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return methods.fit(train, "amtl", {"lam": lam}, Settings(max_iter=2))[0].objective
+
+    if __name__ == "__main__":
+        done = dict(map_completed(run, [0.1, 1.0, 10.0, 0.01], scheduler="threads",
+                                  n_workers=3, progress=False))
+        print(len(done))
+""")
+
+
+def test_school_sized_fits_on_the_threads_scheduler_finish(tmp_path):
+    """Three AMTL fits of School's size on three threads hung on this 2-core machine (2 of 2
+    runs) before thread_workers; the same call must finish."""
+    script = tmp_path / "threaded_fits.py"
+    script.write_text(THREADED_FITS)
+    try:
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("fits on the threads scheduler did not finish in 300 s (deadlock?)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "4"
