@@ -303,6 +303,12 @@ def _newton_direction(g, H):
     return delta, jnp.vdot(g, delta)
 
 
+def _smooth(mu):
+    """Whether a trace norm is twice differentiable at M with ascending spectrum ``mu`` (..., d):
+    M ≻ 0 to an eigenvalue ratio of 1e-12 (where Newton's steps and certificates are valid)."""
+    return mu[..., 0] > 1e-12 * mu[..., -1]
+
+
 def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     """One column problem of the C-step by Newton's method, where the trace Lasso is smooth.
 
@@ -359,7 +365,7 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
         delta, slope = _newton_direction(g, H)
         # heading for a singular M (a sparse optimum, where φ is not smooth and Newton cannot
         # certify), or a certified zero: no direction (a NaN slope stops damped_newton)
-        return delta, jnp.where((mu[0] > 1e-12 * mu[d - 1]) & ~zero, slope, jnp.nan)
+        return delta, jnp.where(_smooth(mu) & ~zero, slope, jnp.nan)
 
     # start at c0 if its M is non-singular, else at the ridge point (λWᵀW + γ Diag(‖w_k‖))⁻¹λWᵀw
     # (the trace Lasso's ℓ2 end), which is dense. (A threshold of 1e-8 on M's eigenvalue ratio
@@ -376,7 +382,7 @@ def _column_newton(W, keep, w_target, c0, lam, gamma, max_newton):
     c, steps, converged = damped_newton(value, direction, start, max_iter=max_newton,
                                         tol=1e-13, full=True)
     g, mu = gradient_parts(c)[:2]
-    ok = converged & (mu[0] > 1e-12 * mu[d - 1]) & jnp.all(jnp.isfinite(c))
+    ok = converged & _smooth(mu) & jnp.all(jnp.isfinite(c))
     return (jnp.where(zero, 0.0, keep * c), jnp.where(zero, 0.0, jnp.linalg.norm(g)),
             ok | zero, steps, jnp.where(zero, Z0 / gamma, 0.0))
 
@@ -729,8 +735,7 @@ def _w_step_newton(term, W0, b0, C, lam, gamma, max_newton=30):
     x, steps, converged = damped_newton(value, direction, x0, max_iter=max_newton, tol=1e-13,
                                         full=True)
     mu, *_, grad_trace = spectra(unpack(x)[0])
-    ok = (converged & jnp.all(mu[:, 0] > 1e-12 * jnp.maximum(mu[:, -1], 1e-300))
-          & jnp.all(jnp.isfinite(x)))
+    ok = converged & jnp.all(_smooth(mu)) & jnp.all(jnp.isfinite(x))
     W, b = unpack(x)
     return W, b, ok, steps, jnp.linalg.norm(gradient(x, grad_trace)[0])
 
