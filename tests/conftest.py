@@ -33,6 +33,32 @@ def solve_cvxpy(objective, constraints=()):
     return problem.value
 
 
+def binary_tasks(rng, m, n, d=5):
+    """m binary classification tasks of n rows (both classes in every task), d features."""
+    X = rng.normal(size=(m * n, d))
+    task = np.repeat(np.arange(m), n)
+    y = (X[:, 0] + 0.3 * rng.normal(size=m * n) > 0).astype(int)
+    y[::n] = 0
+    y[1::n] = 1  # both classes in every task
+    return MultiTaskData.from_arrays(X, y, task, kind="classification")
+
+
+def l2mt_meta(seed=0, P=4, K=3, d=5):
+    """P small L2MT training problems (3–4 tasks, K random Ω's and relative errors each) and
+    their MetaData (k = 3)."""
+    from bayesmtl.l2mt.model import meta_data  # torch: only where a test needs it
+
+    rng = np.random.default_rng(seed)
+    problems = []
+    for p in range(P):
+        m = 3 + p % 2
+        data = binary_tasks(rng, m, 12 + 2 * (p % 2), d)
+        A = rng.normal(size=(K, m, m))
+        omegas = A @ A.transpose(0, 2, 1) + 0.1 * np.eye(m)
+        problems.append((data, omegas, rng.uniform(0.7, 1.3, K)))
+    return problems, meta_data(problems, k=3)
+
+
 @pytest.fixture
 def small_regression():
     return make_regression()[0]

@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import l2mt_meta, make_regression
 
-from bayesmtl import MultiTaskData
 from bayesmtl.deep import fit_deep
 from bayesmtl.deep.result import DeepResult
-from bayesmtl.l2mt.model import L2MTResult, fit_l2mt, meta_data
+from bayesmtl.l2mt.model import L2MTResult, fit_l2mt
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible")
 # cuBLAS reads this when its handle is made: set before any test of the session touches CUDA
@@ -25,12 +25,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 RTOL = 1e-6
 
 
-def _regression(m=3, n=40, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(m * n, d))
-    task = np.repeat(["north", "south", "east"][:m], n)
-    y = X @ rng.normal(size=d) + 0.3 * rng.normal(size=m * n)
-    return MultiTaskData.from_arrays(X, y, task)
+def _regression():
+    return make_regression(d=4, sizes=(40, 45, 50))[0]
 
 
 @pytest.mark.parametrize("network", ["dmtl", "omega", "trace"])
@@ -85,24 +81,8 @@ def test_deep_svi_on_cuda_exports_with_task_names():
     assert np.ptp(dt.posterior["head_weight"].values, axis=1).max() > 0  # real draws
 
 
-def _meta(P=4, K=3, d=5, seed=0):
-    rng = np.random.default_rng(seed)
-    problems = []
-    for p in range(P):
-        m, n = 3 + p % 2, 12
-        X = rng.normal(size=(m * n, d))
-        y = (X[:, 0] + 0.3 * rng.normal(size=m * n) > 0).astype(int)
-        y[::n], y[1::n] = 0, 1
-        data = MultiTaskData.from_arrays(X, y, np.repeat(np.arange(m), n),
-                                         kind="classification")
-        A = rng.normal(size=(K, m, m))
-        problems.append((data, A @ A.transpose(0, 2, 1) + 0.1 * np.eye(m),
-                         rng.uniform(0.7, 1.3, K)))
-    return problems, meta_data(problems, k=3)
-
-
 def test_l2mt_map_agrees_on_cpu_and_cuda_and_loads_across(tmp_path):
-    problems, meta = _meta()
+    problems, meta = l2mt_meta()
     kw = {"hidden": 4, "k": 3, "lam": 0.01, "epochs": 20, "batch_size": 3, "seed": 0}
     cpu, gpu = (fit_l2mt(meta, device=dev, **kw) for dev in ("cpu", "cuda"))
     assert gpu.device.type == "cuda"
@@ -114,7 +94,7 @@ def test_l2mt_map_agrees_on_cpu_and_cuda_and_loads_across(tmp_path):
 
 
 def test_l2mt_svi_draws_on_cuda():
-    problems, meta = _meta()
+    problems, meta = l2mt_meta()
     r = fit_l2mt(meta, hidden=4, k=3, epochs=10, batch_size=2, inference="svi",
                  device="cuda")
     draws = r.omega_draws(problems[0][0], num_draws=5)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import binary_tasks, l2mt_meta
 
 from bayesmtl.data import MultiTaskData
 from bayesmtl.errors import DataError, HyperparameterError, ModelFileError
@@ -12,27 +13,6 @@ from bayesmtl.l2mt.lgnn import label_graph, lgnn_embed, pad_tasks, task_arrays
 from bayesmtl.l2mt.model import L2MTResult, fit_l2mt, meta_data
 
 torch.set_num_threads(1)
-
-
-def _problem(rng, m, n, d=5):
-    X = rng.normal(size=(m * n, d))
-    task = np.repeat(np.arange(m), n)
-    y = (X[:, 0] + 0.3 * rng.normal(size=m * n) > 0).astype(int)
-    y[::n] = 0
-    y[1::n] = 1  # both classes in every task
-    return MultiTaskData.from_arrays(X, y, task, kind="classification")
-
-
-def _meta(seed=0, P=4, K=3, d=5):
-    rng = np.random.default_rng(seed)
-    problems = []
-    for p in range(P):
-        m = 3 + p % 2
-        data = _problem(rng, m, 12 + 2 * (p % 2), d)
-        A = rng.normal(size=(K, m, m))
-        omegas = A @ A.transpose(0, 2, 1) + 0.1 * np.eye(m)
-        problems.append((data, omegas, rng.uniform(0.7, 1.3, K)))
-    return problems, meta_data(problems, k=3)
 
 
 # ----------------------------------------------------------------------------- graph
@@ -70,7 +50,7 @@ def _weights(d, h, seed=0):
 
 def test_embedding_invariant_to_row_order_and_sizes():
     rng = np.random.default_rng(1)
-    data = _problem(rng, 1, 15)
+    data = binary_tasks(rng, 1, 15)
     (X, G), = task_arrays(data, k=3)
     perm = rng.permutation(15)
     L1, b1, L2, b2 = _weights(5, 4)
@@ -124,7 +104,7 @@ def test_negative_log_joint_is_objective_6(prior_scale):
 
     from bayesmtl.l2mt.model import L2MTConfig, L2MTNet
 
-    problems, meta = _meta()
+    problems, meta = l2mt_meta()
     lam, b, layers, k, h = 0.2, 0.05, 2, 3, 4
     cfg = L2MTConfig(n_features=5, hidden=h, layers=layers, k=k, lam=lam, scale=b,
                      prior_scale=prior_scale)
@@ -153,7 +133,7 @@ def test_negative_log_joint_is_objective_6(prior_scale):
 
 
 def test_map_fit_lowers_objective_6_and_roundtrips(tmp_path):
-    problems, meta = _meta(P=6)
+    problems, meta = l2mt_meta(P=6)
     r = fit_l2mt(meta, hidden=4, k=3, lam=0.01, scale=0.1, epochs=60, batch_size=3,
                  seed=0)
     th = {n: v.cpu().numpy() for n, v in r.values().items()}
@@ -180,7 +160,7 @@ def test_map_fit_lowers_objective_6_and_roundtrips(tmp_path):
 
 def test_fixed_link_keeps_gamma_and_roundtrips(tmp_path):
     """link="fixed": γ = (1, 0) is a buffer, not a latent site; it survives save/load."""
-    problems, meta = _meta(P=3)
+    problems, meta = l2mt_meta(P=3)
     r = fit_l2mt(meta, hidden=3, k=3, epochs=5, batch_size=2, link="fixed")
     assert r.values()["gamma"].tolist() == [1.0, 0.0]
     assert "gamma" not in r.guide.median()
@@ -192,7 +172,7 @@ def test_fixed_link_keeps_gamma_and_roundtrips(tmp_path):
 
 
 def test_svi_gives_posterior_over_omega():
-    problems, meta = _meta(P=4)
+    problems, meta = l2mt_meta(P=4)
     r = fit_l2mt(meta, hidden=4, k=3, lam=0.1, scale=0.1, epochs=30, batch_size=2,
                  inference="svi", svi_init_scale=0.05, seed=1)
     data = problems[1][0]
@@ -203,7 +183,7 @@ def test_svi_gives_posterior_over_omega():
 
 
 def test_bad_inputs_are_typed():
-    problems, meta = _meta(P=2)
+    problems, meta = l2mt_meta(P=2)
     with pytest.raises(HyperparameterError, match="prior_scale"):
         fit_l2mt(meta, inference="svi", prior_scale=math.inf, epochs=1)
     with pytest.raises(HyperparameterError, match="hidden"):
