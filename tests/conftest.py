@@ -1,4 +1,7 @@
 import gc
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -31,6 +34,19 @@ def solve_cvxpy(objective, constraints=()):
                   max_iter=500)
     assert problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE), problem.status
     return problem.value
+
+
+def run_python(code: str, *, timeout: float = 300, env: dict | None = None) -> str:
+    """Run ``code`` in a fresh Python process (``env`` added to this one's environment) and
+    return its stdout; fail the test with its stderr if it exits non-zero, and say so if it
+    does not finish within ``timeout`` seconds (a hang fails the test, not the suite)."""
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=timeout, env=None if env is None else {**os.environ, **env})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child process did not finish in {timeout:g} s (a deadlock?)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 def binary_tasks(rng, m, n, d=5):

@@ -6,13 +6,12 @@ repeatability is checked on the CPU; tests/test_cuda.py compares the devices).""
 import json
 import math
 import re
-import subprocess
-import sys
 
 import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from conftest import run_python
 from pyro.infer import Trace_ELBO
 
 from bayesmtl import MultiTaskData
@@ -630,7 +629,7 @@ def test_bad_combinations_and_data():
 def test_device_auto_and_lazy_import():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     code = "import sys, bayesmtl, bayesmtl.deep; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    run_python(code)
 
 
 # ----------------------------------------------------------------------------- stand-ins

@@ -8,11 +8,10 @@ threads are the same hazard across programs: the "threads" scheduler leaves a po
 free."""
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from conftest import run_python
 from hlo_hazards import hazards, scan
 
 from bayesmtl.parallel import thread_workers
@@ -62,10 +61,7 @@ def test_the_scan_finds_an_unordered_pair():
 def test_no_fit_compiles_concurrent_batched_lapack_calls(tmp_path):
     env = {"XLA_FLAGS": f"--xla_dump_to={tmp_path} --xla_dump_hlo_as_text",
            "BAYESMTL_JAX_CACHE": "0"}  # a cache hit compiles (and dumps) nothing
-    done = subprocess.run([sys.executable, "-c", FIT_ALL], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "classification gamtl" in done.stdout  # every method ran
+    assert "classification gamtl" in run_python(FIT_ALL, timeout=900, env=env)  # every method ran
     modules, calls, found = scan(tmp_path)
     assert modules > 100 and calls > 50  # the dump was read and holds LAPACK calls
     assert not found, "\n".join(found[:20])
@@ -98,15 +94,7 @@ THREADED_FITS = textwrap.dedent("""
 """)
 
 
-def test_school_sized_fits_on_the_threads_scheduler_finish(tmp_path):
+def test_school_sized_fits_on_the_threads_scheduler_finish():
     """Three AMTL fits of School's size on three threads hung on this 2-core machine (2 of 2
     runs) before thread_workers; the same call must finish."""
-    script = tmp_path / "threaded_fits.py"
-    script.write_text(THREADED_FITS)
-    try:
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                              timeout=300)
-    except subprocess.TimeoutExpired:
-        pytest.fail("fits on the threads scheduler did not finish in 300 s (deadlock?)")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "4"
+    assert run_python(THREADED_FITS).split()[-1] == "4"

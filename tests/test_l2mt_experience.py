@@ -4,11 +4,10 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 from bayesmtl.errors import BayesMTLWarning, DataError, HyperparameterError, MethodError
 from bayesmtl.l2mt import experience as E
@@ -159,9 +158,7 @@ def test_map_completed_local_cluster_propagates_errors():
 def test_import_is_light():
     code = ("import sys, bayesmtl, bayesmtl.parallel, bayesmtl.l2mt.experience; "
             "print(sorted({'dask', 'distributed', 'torch'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"
 
 
 # ----------------------------------------------------------------------------- builder

@@ -5,12 +5,12 @@ CSV/Parquet file and its HTML report (checked in headless Chromium when installe
 import json
 import shutil
 import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_python
 from scipy import stats
 
 from bayesmtl.errors import DataError, DegenerateRelationWarning, HyperparameterError
@@ -84,10 +84,7 @@ def test_public_subpackages_are_attributes_and_torch_stays_unloaded():
     code = ("import sys, bayesmtl; assert 'torch' not in sys.modules; "
             "print(bayesmtl.priors.__name__, bayesmtl.methods.__name__, "
             "bayesmtl.plots.__name__); assert 'torch' not in sys.modules")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["bayesmtl.priors", "bayesmtl.methods", "bayesmtl.plots"]
+    assert run_python(code).split() == ["bayesmtl.priors", "bayesmtl.methods", "bayesmtl.plots"]
 
 
 def test_sampled_fit_has_observed_data_and_pointwise_log_likelihood():
