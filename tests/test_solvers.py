@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import minimize
 
 import bayesmtl  # noqa: F401  (x64 before any JAX work)
-from bayesmtl.inference.solvers import damped_newton
+from bayesmtl.inference.solvers import after, damped_newton
 
 
 def _logistic_ridge(seed=0, n=40, p=5):
@@ -81,10 +81,6 @@ def test_damped_newton_stops_uncertified_without_a_direction_or_at_its_cap():
 
 
 def test_after_returns_its_argument_and_orders_the_computation():
-    import jax
-
-    from bayesmtl.inference.solvers import after
-
     x = jnp.arange(3.0)
     np.testing.assert_array_equal(np.asarray(after(x, jnp.ones(2), jnp.asarray(-5.0))), x)
     np.testing.assert_array_equal(np.asarray(after(x)), x)
