@@ -117,9 +117,13 @@ def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol):
 
     U0 = alpha * jnp.sign(P0 + P0.T)
     U0 = jnp.where(neg_log_det(U0) < neg_log_det(alpha * eye), U0, alpha * eye)
-    P0_inverse = jnp.linalg.inv(P0)
-    dual = project((P0_inverse + P0_inverse.T) / 2 - (S0 + S0.T) / 2)
-    U0 = jnp.where(has_S0 & (neg_log_det(dual) < neg_log_det(U0)), dual, U0)
+
+    def previous_dual(U0):  # the dual of P0 for the previous S0, if it is a better start
+        P0_inverse = jnp.linalg.inv(P0)
+        dual = project((P0_inverse + P0_inverse.T) / 2 - (S0 + S0.T) / 2)
+        return jnp.where(neg_log_det(dual) < neg_log_det(U0), dual, U0)
+
+    U0 = jax.lax.cond(has_S0, previous_dual, lambda U: U, U0)  # no inverse without S0
     U, _, _ = projected_newton(neg_log_det, direction, project, U0, stop=stop,
                                max_iter=max_iter)
     P = precision(U)
