@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -108,8 +109,6 @@ def thread_workers(n_workers: int) -> int:
     ``tests/test_hlo_hazards.py``), so fewer fits than pool threads always leave a thread
     free. Processes ("local") have a pool each and are not capped.
     """
-    import os
-
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(int(n_workers), (cpus or 1) - 1))
 
