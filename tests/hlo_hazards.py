@@ -52,9 +52,9 @@ def batched_lapack(rhs: str) -> bool:
     return len(dims) > 2 and math.prod(dims[:-2]) > 1
 
 
-def hazards(text: str) -> list[tuple[str, str, str]]:
-    """(computation, instruction a, instruction b) for every independent pair (module doc)."""
-    comps = computations(text)
+def hazards(comps: dict[str, dict[str, str]]) -> list[tuple[str, str, str]]:
+    """(computation, instruction a, instruction b) for every independent pair (module doc) in
+    one module's :func:`computations`."""
     memo: dict[str, bool] = {}
 
     def holds_lapack(name: str, seen: frozenset = frozenset()) -> bool:
@@ -111,8 +111,8 @@ def scan(folder) -> tuple[int, int, list[str]]:
     for path in sorted(Path(folder).glob("*after_optimizations.txt")):
         text = path.read_text()
         modules += 1
-        calls += sum(batched_lapack(rhs) for instrs in computations(text).values()
-                     for rhs in instrs.values())
-        for cname, a, b in hazards(text):
+        comps = computations(text)
+        calls += sum(batched_lapack(rhs) for instrs in comps.values() for rhs in instrs.values())
+        for cname, a, b in hazards(comps):
             found.append(f"{path.name}: {cname}: {describe(text, a)} ∥ {describe(text, b)}")
     return modules, calls, found

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 from conftest import run_python
-from hlo_hazards import hazards, scan
+from hlo_hazards import computations, hazards, scan
 
 from bayesmtl.parallel import thread_workers
 
@@ -55,7 +55,7 @@ def test_the_scan_finds_an_unordered_pair():
         }
     """)
     # a ∥ b and e ∥ b; e depends on a
-    assert sorted(pair[1:] for pair in hazards(text)) == [("a", "b"), ("b", "e")]
+    assert sorted(pair[1:] for pair in hazards(computations(text))) == [("a", "b"), ("b", "e")]
 
 
 def test_no_fit_compiles_concurrent_batched_lapack_calls(tmp_path):
