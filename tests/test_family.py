@@ -314,8 +314,10 @@ def _glasso_objective(S, alpha, P):
 
 
 @pytest.mark.parametrize("m,d,alpha,P0", [(6, 10, 0.15, "eye"), (20, 3, 0.01, "eye"),
-                                          (20, 3, 0.01, "perturbed"), (20, 3, 0.01, "dual")],
-                         ids=["full-rank", "rank-3", "rank-3-warm", "rank-3-dual-warm"])
+                                          (20, 3, 0.01, "perturbed"), (20, 3, 0.01, "dual"),
+                                          (60, 20, 0.02, "eye")],
+                         ids=["full-rank", "rank-3", "rank-3-warm", "rank-3-dual-warm",
+                              "m60-rank-20"])
 def test_glmtl_omega_step_is_graphical_lasso(m, d, alpha, P0):
     """The graphical lasso (all entries penalised) matches CVXPY, also for a singular S
     (d < m, small α: an ill-conditioned solution), from a warm start near the optimum, and
