@@ -123,6 +123,31 @@ def test_same_W_as_the_row_based_solvers():
                                    rtol=1e-8, err_msg=key)
 
 
+def test_profile_refit_reuses_the_block_spectrum():
+    """The ADMM's per-task eigendecompositions are computed once per data term and kept on
+    the data: a refit reuses them (same object) and gives the W of a fit that computes them
+    afresh, bitwise; a different loss scale (another term) gets its own."""
+    from bayesmtl.models.schatten import Schatten, fit_schatten
+
+    rng = np.random.default_rng(3)
+    sizes = (30, 25, 40, 35)
+    X = rng.normal(size=(sum(sizes), 4))
+    y = X @ rng.normal(size=4) + rng.normal(size=len(X))
+    data = MultiTaskData.from_arrays(X, y, np.repeat(np.arange(4), sizes))
+    prior = Schatten(1.0, 0.5)
+    first = fit_schatten(data, prior, 0.1)
+    term, spectrum = data._cache["centred_spectrum"]
+    assert term is stats.data_term(data)
+    again = fit_schatten(data, prior, 0.1)
+    assert data._cache["centred_spectrum"][1] is spectrum
+    data._cache.clear()
+    fresh = fit_schatten(data, prior, 0.1)
+    np.testing.assert_array_equal(again.W, first.W)
+    np.testing.assert_array_equal(fresh.W, first.W)
+    fit_schatten(data, prior, 0.1, loss_scale="sum")
+    assert data._cache["centred_spectrum"][0] is stats.data_term(data, "sum")
+
+
 def _classification(seed, sizes=(40, 37, 45)):
     rng = np.random.default_rng(seed)
     tasks = []

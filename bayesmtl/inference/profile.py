@@ -140,7 +140,8 @@ def solve_profile(data, *, name, method, prox, penalty, args, omega_spectrum, om
         raise ValueError(f"method={method!r} is not available for {name}: its profile "
                          f"penalty is non-convex; use one of {methods}")
     if method == "admm":
-        W, b, res = profile_admm(term, ridge, prox, penalty, args, W0, b0, max_iter, tol)
+        W, b, res = profile_admm(term, ridge, prox, penalty, args, W0, b0, max_iter, tol,
+                                 spectrum=_cached_spectrum(data, term, d))
     elif method == "proximal":
         W, b, res = profile_proximal(term, ridge, prox, penalty, args, W0, b0, max_iter, tol,
                                      fit_intercept)
@@ -189,7 +190,27 @@ def profile_proximal(term, ridge, prox, penalty, args, W0, b0, max_iter, tol,
     return W, b, (out.objective, out.history, out.n_iter, out.converged, out.residual)
 
 
-def _eigen_w_solver(term: GaussianTerm, ridge, d: int):
+@partial(jax.jit, static_argnames=("d",))
+def centred_spectrum(term: GaussianTerm, d: int):
+    """(s (m, d), Q (m, d, d)): S_i = Q_i diag(s_i) Q_iᵀ for the centred Gram blocks of
+    :func:`centred_blocks`, the factorisation behind the ADMM W-step (:func:`_eigen_w_solver`).
+    """
+    return jnp.linalg.eigh(centred_blocks(term, d)[0])
+
+
+def _cached_spectrum(data, term: GaussianTerm, d: int):
+    """:func:`centred_spectrum` of ``term``, kept on ``data`` for the term it was computed
+    from (the one :func:`~bayesmtl.inference.stats.data_term` caches there), so a λ path or
+    grid on the same data factors the blocks once: at m = 1,000, d = 100 the batched eigh
+    takes ≈ 1.1 s of a 3 s MTRL fit; on School (139 blocks of 28 × 28) 4 ms of 25 ms."""
+    hit = data._cache.get("centred_spectrum")
+    if hit is None or hit[0] is not term:
+        hit = (term, centred_spectrum(term, d))
+        data._cache["centred_spectrum"] = hit
+    return hit[1]
+
+
+def _eigen_w_solver(term: GaussianTerm, ridge, d: int, spectrum=None):
     """Exact solver of the ADMM W-step for every penalty ρ_a, O(m d²) per call.
 
     The W-step minimises Σ_i [½θ_iᵀH_iθ_i - r_iᵀθ_i] + (ρ/2)‖W‖² + (ρ_a/2)‖W - V‖²
@@ -197,9 +218,10 @@ def _eigen_w_solver(term: GaussianTerm, ridge, d: int):
     S_i = H_ww - h hᵀ/h_bb, the task's centred Gram matrix), and S_i = Q_i diag(s_i) Q_iᵀ is
     factored once, so w_i = Q_i diag(1/(s_i + ρ + ρ_a)) Q_iᵀ (r̃_i + ρ_a v_i) for any ρ_a.
     Returns ``solve(V, rho_a) -> (W, b)``; a term without intercept (D = d) gives b = 0.
+    ``spectrum``: the blocks' (s, Q) when already computed (:func:`centred_spectrum`).
     """
     S, r, intercept = centred_blocks(term, d)
-    s, Q = jnp.linalg.eigh(S)
+    s, Q = jnp.linalg.eigh(S) if spectrum is None else spectrum
     s = jnp.clip(s, 0.0) + ridge
     Qr = jnp.einsum("mji,mj->mi", Q, r)  # Q_iᵀ r̃_i
 
@@ -249,7 +271,7 @@ class _AdmmState(NamedTuple):
 
 @jax.jit(static_argnames=("prox", "penalty", "max_iter", "memory", "warmup"))
 def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_iter, tol, *,
-                 relaxation=1.5, memory=10, warmup=10):
+                 relaxation=1.5, memory=10, warmup=10, spectrum=None):
     """ADMM for the Gaussian profile problem  min L(W, b) + (ρ/2)‖W‖² + R(Z)  s.t.  W = Z,
     L from the sufficient statistics ``term`` (no intercept when its blocks are d × d).
 
@@ -264,12 +286,13 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
     memory cleared; ``memory=0`` gives plain balanced ADMM). Stops when the primal
     ‖W - Z⁺‖ and dual ρ_a‖Z⁺ - Z‖ residuals meet Boyd et al.'s tolerances (absolute 1e-12,
     relative √tol) and the objective at Z⁺ changed by at most ``tol`` relatively.
-    Returns Z⁺, b and ``(objective, history, n_iter, converged, residual)``; n_iter counts
-    evaluations of T.
+    ``spectrum``: :func:`centred_spectrum` of ``term`` when the caller has it (computed here
+    otherwise). Returns Z⁺, b and ``(objective, history, n_iter, converged, residual)``;
+    n_iter counts evaluations of T.
     """
     d, m = W0.shape
     n = d * m
-    solve = _eigen_w_solver(term, ridge, d)
+    solve = _eigen_w_solver(term, ridge, d, spectrum)
     H = term.H
     abs_tol, rel_tol = 1e-12, jnp.sqrt(tol)
     alpha = relaxation
