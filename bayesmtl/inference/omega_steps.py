@@ -145,16 +145,21 @@ def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol):
     def finish(U):  # (P, its objective): exact zeros where U is not binding, if not worse
         P = precision(U)
         sparse = jnp.where(binding(U, P)[0], P, 0.0)
-        keep = primal(sparse) <= primal(P)
-        return jnp.where(keep, sparse, P), jnp.where(keep, primal(sparse), primal(P))
+        f_sparse, f_full = primal(sparse), primal(P)
+        keep = f_sparse <= f_full
+        return jnp.where(keep, sparse, P), jnp.where(keep, f_sparse, f_full)
 
     def tight(U):
         return projected_newton(neg_log_det, partial(direction, loose=False), project, U,
                                 stop=stop, max_iter=max_iter)[0]
 
+    def tighten(U):  # the tight phase from the loose one's point, and whether it stopped
+        U = tight(U)
+        return U, stop(U)
+
     U, _, _ = projected_newton(neg_log_det, partial(direction, loose=True), project, U0,
                                stop=stop, max_iter=max_iter)
-    U = jax.lax.cond(stop(U), lambda U: U, tight, U)
+    U, stopped = jax.lax.cond(stop(U), lambda U: (U, jnp.asarray(True)), tighten, U)
     P, value = finish(U)
 
     def from_start(P, value):  # both phases stalled short of the stop (round-off on a badly
@@ -162,7 +167,8 @@ def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol):
         P_tight, value_tight = finish(tight(U0))
         return jnp.where(value_tight < value, P_tight, P)
 
-    certified = stop(U) | (graphical_lasso_residual(S, alpha, P) <= 1e-7)
+    certified = jax.lax.cond(stopped, lambda P: jnp.asarray(True),
+                             lambda P: graphical_lasso_residual(S, alpha, P) <= 1e-7, P)
     return jax.lax.cond(certified, lambda P, _: P, from_start, P, value)
 
 
