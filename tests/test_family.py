@@ -362,6 +362,56 @@ def test_reconstruction_step_is_a_lasso():
         assert _rel(ours, ref) < 1e-7
 
 
+def test_column_lassos_by_working_sets_match_cvxpy_and_the_interior_point():
+    """40 column lassos sharing a singular Gram matrix (rank 6), with sets of 4 entries so that
+    the sets are refreshed and grown over several rounds; cold and warm (another λ₂'s
+    support) starts; the free and the zero diagonal. The objective matches cvxpy and the A
+    matches the interior point on every entry (the former A-step)."""
+    from bayesmtl.inference.solvers import column_lassos
+
+    rng = np.random.default_rng(11)
+    m, d, lam2 = 40, 6, 0.05
+    Wt = rng.normal(size=(d, 3)) @ rng.normal(size=(3, m)) + 0.3 * rng.normal(size=(d, m))
+    G = Wt.T @ Wt
+    H = jnp.asarray(LAM * G)
+    for zero_diag in (False, True):
+        mask = ~np.eye(m, dtype=bool) if zero_diag else np.ones((m, m), bool)
+        A = cp.Variable((m, m))
+        cons = [cp.diag(A) == 0] if zero_diag else []
+        ref = _solve(cp.Problem(cp.Minimize(LAM / 2 * cp.sum_squares(Wt - Wt @ A)
+                                            + lam2 * cp.sum(cp.abs(A))), cons))
+        other, *_ = column_lassos(H, -H, 10 * lam2, mask)
+        A_ip = np.asarray(OS._reconstruction_interior_point(jnp.asarray(G), LAM, lam2,
+                                                           jnp.asarray(mask, float), d))
+        for start in (None, other):
+            A_ws, stopped, rounds = column_lassos(H, -H, lam2, mask, start, size=4)
+            A_ws = np.asarray(A_ws)
+            assert stopped and rounds > 1
+            assert np.all(A_ws[~mask] == 0)
+            ours = LAM / 2 * np.sum((Wt - Wt @ A_ws) ** 2) + lam2 * np.abs(A_ws).sum()
+            assert _rel(ours, ref) < 1e-9
+            assert np.max(np.abs(A_ws - A_ip)) < 1e-8
+
+
+def test_column_lassos_reports_a_round_limit(monkeypatch):
+    """A limit on the rounds that leaves violations is reported, not hidden, and the A-step
+    then falls back on the interior point on every entry (same A)."""
+    from bayesmtl.inference import solvers
+
+    rng = np.random.default_rng(12)
+    m = 30
+    Wt = rng.normal(size=(5, m))
+    G = jnp.asarray(Wt.T @ Wt)
+    ones = jnp.ones((m, m))
+    _, stopped, rounds = solvers.column_lassos(LAM * G, -LAM * G, 0.01, ones > 0, size=2,
+                                               max_rounds=1)
+    assert not stopped and rounds == 1
+    A_ws = np.asarray(OS.reconstruction_step(G, LAM, 0.01, jnp.zeros((m, m)), ones, rank=5))
+    monkeypatch.setattr(OS, "column_lassos", lambda H, C, *a, **k: (C * 0, False, 50))
+    A_ip = np.asarray(OS.reconstruction_step(G, LAM, 0.01, jnp.zeros((m, m)), ones, rank=5))
+    assert np.max(np.abs(A_ws - A_ip)) < 1e-8
+
+
 @pytest.mark.parametrize("member", [F.SparsePrecision(lam2=0.2),
                                     F.SparseReconstruction(lam2=0.2)], ids=["glmtl", "recon"])
 def test_biconvex_members_reach_a_blockwise_optimum(reg, member):
