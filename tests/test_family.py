@@ -406,6 +406,7 @@ def test_column_lassos_reports_a_round_limit(monkeypatch):
     _, stopped, rounds = solvers.column_lassos(LAM * G, -LAM * G, 0.01, ones > 0, size=2,
                                                max_rounds=1)
     assert not stopped and rounds == 1
+    monkeypatch.setattr(OS, "_WORKING_SET_MIN_WORK", 0)  # working sets even at this size
     A_ws = np.asarray(OS.reconstruction_step(G, LAM, 0.01, jnp.zeros((m, m)), ones, rank=5))
     monkeypatch.setattr(OS, "column_lassos", lambda H, C, *a, **k: (C * 0, False, 50))
     A_ip = np.asarray(OS.reconstruction_step(G, LAM, 0.01, jnp.zeros((m, m)), ones, rank=5))
