@@ -148,6 +148,34 @@ def test_profile_refit_reuses_the_block_spectrum():
     assert data._cache["centred_spectrum"][0] is stats.data_term(data, "sum")
 
 
+def test_alternating_w_steps_reuse_the_block_spectrum(monkeypatch):
+    """The alternating members' large-system W-step (the profile ADMM, forced here by a
+    small dense-system limit) takes the block spectrum kept on the data: factored once per
+    fit, and the fit's W equals that of W-steps that factor the blocks every time (1e-10)."""
+    from bayesmtl.inference import profile
+    from bayesmtl.models import family as F
+
+    rng = np.random.default_rng(4)
+    sizes = (30, 25, 40, 35, 28)
+    X = rng.normal(size=(sum(sizes), 3))
+    y = X @ rng.normal(size=3) + rng.normal(size=len(X))
+    data = MultiTaskData.from_arrays(X, y, np.repeat(np.arange(5), sizes))
+    monkeypatch.setattr(profile, "DENSE_SYSTEM_MAX", 0)
+    calls = []
+    spectrum_of = profile.centred_spectrum
+    monkeypatch.setattr(profile, "centred_spectrum",
+                        lambda term, d: calls.append(d) or spectrum_of(term, d))
+    member = F.SparseReconstruction(lam2=0.2, zero_diagonal=True)
+    cached = F.fit_family(data, member, 0.5)
+    assert len(cached.history) > 2 and len(calls) == 1
+    assert data._cache["centred_spectrum"][0] is stats.data_term(data)
+    from bayesmtl.inference import alternation
+
+    monkeypatch.setattr(alternation, "_cached_spectrum", lambda data, term, d: None)
+    fresh = F.fit_family(data, member, 0.5)  # every ADMM W-step factors the blocks itself
+    np.testing.assert_allclose(cached.W, fresh.W, rtol=0, atol=1e-10)
+
+
 def _classification(seed, sizes=(40, 37, 45)):
     rng = np.random.default_rng(seed)
     tasks = []

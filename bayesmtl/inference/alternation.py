@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from functools import partial
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -19,7 +20,14 @@ from ..data import MultiTaskData, require_data
 from ..errors import ConvergenceWarning
 from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..priors import OmegaPrior
-from .profile import _data_loss, omega_from_W_spectrum, reciprocal_spectrum, solve_profile, w_step
+from .profile import (
+    _cached_spectrum,
+    _data_loss,
+    omega_from_W_spectrum,
+    reciprocal_spectrum,
+    solve_profile,
+    w_step,
+)
 from .stats import data_loss, data_term
 
 #: a final Ω-step whose relative KKT residual (``member.omega_residual``) exceeds this is not
@@ -117,6 +125,8 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
                             min(tol, 1e-12), init)
     term = data_term(data, loss_scale, noise)
     d, m = data.n_features, data.n_tasks
+    spectrum = partial(_cached_spectrum, data, term, d)  # the W-step's block factorisation,
+    #                                                      once per data (large systems only)
     if init is None:
         W, b, state = jnp.zeros((d, m)), jnp.zeros(m), member.initial_state(m)
     else:
@@ -132,7 +142,7 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     gram = None  # the Gram matrix the current state was computed from (a warm start)
     while it < max_iter:
         it += 1
-        W_new, b_new = w_step(term, lam * member.precision(state), W, b)
+        W_new, b_new = w_step(term, lam * member.precision(state), W, b, spectrum)
         change = float(jnp.linalg.norm(W_new - W) / jnp.maximum(1.0, jnp.linalg.norm(W_new)))
         took = False
         if beta > 0 and previous is not None and not fixed:
