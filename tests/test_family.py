@@ -394,8 +394,8 @@ def test_column_lassos_by_working_sets_match_cvxpy_and_the_interior_point():
 
 
 def test_column_lassos_reports_a_round_limit(monkeypatch):
-    """A limit on the rounds that leaves violations is reported, not hidden, and the A-step
-    then falls back on the interior point on every entry (same A)."""
+    """A limit on the rounds or on the set size that leaves violations is reported, not
+    hidden, and the A-step then falls back on the interior point on every entry (same A)."""
     from bayesmtl.inference import solvers
 
     rng = np.random.default_rng(12)
@@ -406,10 +406,23 @@ def test_column_lassos_reports_a_round_limit(monkeypatch):
     _, stopped, rounds = solvers.column_lassos(LAM * G, -LAM * G, 0.01, ones > 0, size=2,
                                                max_rounds=1)
     assert not stopped and rounds == 1
-    monkeypatch.setattr(OS, "_WORKING_SET_MIN_WORK", 0)  # working sets even at this size
-    A_ws = np.asarray(OS.reconstruction_step(G, LAM, 0.01, jnp.zeros((m, m)), ones, rank=5))
+    _, stopped, _ = solvers.column_lassos(LAM * G, -LAM * G, 0.01, ones > 0, size=2,
+                                          max_size=3)  # supports of 5 need sets of 8
+    assert not stopped
+    monkeypatch.setattr(OS, "_WORKING_SET_MIN_WORK", 0)  # working sets even at this size,
+    monkeypatch.setattr(OS, "_WORKING_SET_SIZE", 4)  # within their size limit (m·m²/2)^⅓
+    calls = []
+
+    def recorded(*args, **kwargs):
+        calls.append((kwargs, solvers.column_lassos(*args, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(OS, "column_lassos", recorded)
+    A_ws = np.asarray(OS.reconstruction_step(G, LAM, 0.01, jnp.zeros((m, m)), ones))
+    [(kwargs, (_, stopped, _))] = calls
+    assert kwargs == {"size": 4, "max_size": 23} and stopped
     monkeypatch.setattr(OS, "column_lassos", lambda H, C, *a, **k: (C * 0, False, 50))
-    A_ip = np.asarray(OS.reconstruction_step(G, LAM, 0.01, jnp.zeros((m, m)), ones, rank=5))
+    A_ip = np.asarray(OS.reconstruction_step(G, LAM, 0.01, jnp.zeros((m, m)), ones))
     assert np.max(np.abs(A_ws - A_ip)) < 1e-8
 
 

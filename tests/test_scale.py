@@ -1,5 +1,6 @@
 """Scale paths give the same numbers as the direct computations (issue 19; no timing here)."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -150,8 +151,9 @@ def test_profile_refit_reuses_the_block_spectrum():
 
 def test_alternating_w_steps_reuse_the_block_spectrum(monkeypatch):
     """The alternating members' large-system W-step (the profile ADMM, forced here by a
-    small dense-system limit) takes the block spectrum kept on the data: factored once per
-    fit, and the fit's W equals that of W-steps that factor the blocks every time (1e-10)."""
+    small dense-system limit and one CG step) takes the block spectrum kept on the data:
+    factored once per fit, and the fit's W equals that of W-steps that factor the blocks
+    every time (1e-10)."""
     from bayesmtl.inference import profile
     from bayesmtl.models import family as F
 
@@ -161,6 +163,7 @@ def test_alternating_w_steps_reuse_the_block_spectrum(monkeypatch):
     y = X @ rng.normal(size=3) + rng.normal(size=len(X))
     data = MultiTaskData.from_arrays(X, y, np.repeat(np.arange(5), sizes))
     monkeypatch.setattr(profile, "DENSE_SYSTEM_MAX", 0)
+    monkeypatch.setattr(profile, "CG_BEFORE_FACTORING", 1)  # CG does not finish: the ADMM
     calls = []
     spectrum_of = profile.centred_spectrum
     monkeypatch.setattr(profile, "centred_spectrum",
@@ -174,6 +177,33 @@ def test_alternating_w_steps_reuse_the_block_spectrum(monkeypatch):
     monkeypatch.setattr(alternation, "_cached_spectrum", lambda data, term, d: None)
     fresh = F.fit_family(data, member, 0.5)  # every ADMM W-step factors the blocks itself
     np.testing.assert_allclose(cached.W, fresh.W, rtol=0, atol=1e-10)
+
+
+def test_large_w_step_by_cg_equals_the_admm_and_the_dense_solve(monkeypatch):
+    """The large-system W-step (forced by a small dense-system limit) by block-Jacobi CG,
+    by the profile ADMM (one CG step, then the ADMM) and by the dense Cholesky give the same
+    W and b (1e-8), with a nearly singular coupling P and a task with fewer rows than
+    coefficients (a singular block)."""
+    from bayesmtl.inference import profile
+
+    rng = np.random.default_rng(5)
+    sizes = (30, 3, 40, 35, 28, 33)
+    m, d = len(sizes), 4
+    X = rng.normal(size=(sum(sizes), d))
+    y = X @ rng.normal(size=d) + rng.normal(size=len(X))
+    term = stats.data_term(MultiTaskData.from_arrays(X, y, np.repeat(np.arange(m), sizes)))
+    A = 0.9 * np.eye(m) + 0.02 * rng.normal(size=(m, m))
+    P = jnp.asarray((np.eye(m) - A) @ (np.eye(m) - A).T)  # eigenvalues down to ~1e-4
+    W0, b0 = jnp.zeros((d, m)), jnp.zeros(m)
+    W_dense, b_dense = profile._gaussian_w_step(term, P, W0, b0)  # m·(d+1) ≤ the limit
+    monkeypatch.setattr(profile, "DENSE_SYSTEM_MAX", 0)
+    W_cg, b_cg = profile._gaussian_w_step(term, P, W0, b0)
+    assert float(profile.gaussian_w_residual(term, P, W_cg, b_cg)) <= 1e-12
+    monkeypatch.setattr(profile, "CG_BEFORE_FACTORING", 1)
+    W_admm, b_admm = profile._gaussian_w_step(term, P, W0, b0)
+    for W, b in ((W_cg, b_cg), (W_admm, b_admm)):
+        np.testing.assert_allclose(W, W_dense, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(b, b_dense, rtol=0, atol=1e-8)
 
 
 def _classification(seed, sizes=(40, 37, 45)):

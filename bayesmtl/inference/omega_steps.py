@@ -345,7 +345,9 @@ def reconstruction_step(gram, lam, lam2, A0, mask, rank=None, max_sweeps=1000, t
     r = m if rank is None else min(rank, m)
     stopped = False
     if m * r * r >= _WORKING_SET_MIN_WORK:
-        A, stopped, _ = column_lassos(H, -H, lam2, mask != 0, A0, size=_WORKING_SET_SIZE)
+        # sets past (m r²/2)^⅓ entries cost about what the interior point on all entries does
+        A, stopped, _ = column_lassos(H, -H, lam2, mask != 0, A0, size=_WORKING_SET_SIZE,
+                                      max_size=int((m * r * r / 2) ** (1 / 3)))
     if not stopped:
         A = _reconstruction_interior_point(gram, lam, lam2, mask, rank)
     return _reconstruction_polish(H, lam2, A, mask, max_sweeps, tol)

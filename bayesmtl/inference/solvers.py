@@ -792,7 +792,7 @@ def _working_set_round(H, C, lam2, mask, B, size):
     return B, violations, jnp.max(jnp.sum(B != 0, axis=0)), certificate
 
 
-def column_lassos(H, C, lam2, mask, B0=None, *, size=32, max_rounds=50):
+def column_lassos(H, C, lam2, mask, B0=None, *, size=32, max_size=None, max_rounds=50):
     """min_B Σ_t ½b_tᵀHb_t + c_tᵀb_t + λ₂‖b_t‖₁ over B (p, k) with B = B ∘ mask, for a shared
     H (p, p) ⪰ 0 (possibly singular) and λ₂ > 0, by working sets (the strategy of Blitz,
     Celer and skglm): each column's lasso is solved exactly on a set of ``size`` entries (its
@@ -805,21 +805,31 @@ def column_lassos(H, C, lam2, mask, B0=None, *, size=32, max_rounds=50):
     H = FᵀF has rank r.
 
     Not jit-able (the set size is static and may grow). Returns B, whether it stopped
-    (``False``: ``max_rounds`` ran out, or an interior point missed its certificate) and the
-    rounds run.
+    (``False``: ``max_rounds`` ran out, an interior point missed its certificate, or the sets
+    would have to grow past ``max_size``, where a caller's solver on all entries is cheaper)
+    and the rounds run.
     """
     p, k = C.shape
     mask = jnp.asarray(mask, bool)
     B = jnp.zeros((p, k)) if B0 is None else jnp.where(mask, jnp.asarray(B0), 0.0)
-    size = min(size, p)
+    max_size = p if max_size is None else min(max_size, p)
+
+    def fitting(support):  # the set size for a support: a power-of-two multiple of ``size``
+        grown = size
+        while support > grown - max(grown // 4, 1) and grown < p:
+            grown *= 2
+        return min(grown, p)
+
+    size = fitting(int(jnp.max(jnp.sum(B != 0, axis=0))))
     for rounds in range(1, max_rounds + 1):
+        if size > max_size:
+            return B, False, rounds - 1
         B, violations, support, certificate = _working_set_round(H, C, lam2, mask, B, size)
         if not bool(certificate <= 1e-10):
             return B, False, rounds
         if int(violations) == 0:
             return B, True, rounds
-        if int(support) > size - max(size // 4, 1) and size < p:
-            size = min(2 * size, p)
+        size = max(size, fitting(int(support)))
     return B, False, max_rounds
 
 
