@@ -426,6 +426,40 @@ def test_column_lassos_reports_a_round_limit(monkeypatch):
     assert np.max(np.abs(A_ws - A_ip)) < 1e-8
 
 
+def test_reconstruction_fit_with_working_set_a_steps(monkeypatch):
+    """A reconstruction fit whose A-steps go through the working sets (40 tasks, warm-started
+    from the previous A): F never rises, and the returned A is the interior point's on the
+    final Gram matrix (1e-7), i.e. the alternation ends at an exact A-step."""
+    from bayesmtl.inference import solvers
+
+    rng = np.random.default_rng(13)
+    m, d = 40, 6
+    Wt = rng.normal(size=(d, 2)) @ rng.normal(size=(2, m)) + 0.3 * rng.normal(size=(d, m))
+    tasks = []
+    for i in range(m):
+        X = rng.normal(size=(25, d))
+        tasks.append((X, X @ Wt[:, i] + rng.normal(size=25)))
+    data = MultiTaskData.from_tasks(tasks)
+    monkeypatch.setattr(OS, "_WORKING_SET_MIN_WORK", 0)  # the sets, at a test's size
+    monkeypatch.setattr(OS, "_WORKING_SET_SIZE", 4)
+    outcomes = []
+
+    def recorded(*args, **kwargs):
+        out = solvers.column_lassos(*args, **kwargs)
+        outcomes.append(out[1])
+        return out
+
+    monkeypatch.setattr(OS, "column_lassos", recorded)
+    res = F.fit_family(data, F.SparseReconstruction(lam2=0.05), LAM)
+    assert res.converged and len(outcomes) > 3 and all(outcomes)
+    assert np.all(np.diff(res.history) <= 1e-10 * np.abs(res.history[:-1]))
+    G = jnp.asarray(res.W.T @ res.W)
+    ones = jnp.ones((m, m))
+    A_ip = OS._reconstruction_polish(LAM * G, 0.05, OS._reconstruction_interior_point(
+        G, LAM, 0.05, ones, d), ones, 1000, 1e-6)
+    np.testing.assert_allclose(res.state, A_ip, rtol=0, atol=1e-7)
+
+
 @pytest.mark.parametrize("member", [F.SparsePrecision(lam2=0.2),
                                     F.SparseReconstruction(lam2=0.2)], ids=["glmtl", "recon"])
 def test_biconvex_members_reach_a_blockwise_optimum(reg, member):
