@@ -33,11 +33,19 @@ from .prox import quadratic_prox
 from .solvers import (
     CG_BEFORE_FACTORING,
     DENSE_SYSTEM_MAX,
+    coupled_block_matvec,
     coupled_block_solve,
     fista,
     newton_cg,
 )
-from .stats import GaussianTerm, LogisticTerm, data_loss, data_term, resolve_noise
+from .stats import (
+    GaussianTerm,
+    LogisticTerm,
+    data_loss,
+    data_term,
+    resolve_noise,
+    stacked_parameters,
+)
 
 
 def _prox_value(prox, penalty, V, step, args):
@@ -393,28 +401,25 @@ def gaussian_w_step(term: GaussianTerm, precision, ridge, W0, b0, tol=1e-13, max
     zero."""
     d, m = W0.shape
     H, rhs = term.H, term.rhs
-    D = H.shape[-1]
-    fit_intercept = D == d + 1
-    selector = jnp.ones(D).at[d:].set(0.0)  # prior acts on w, not b
-    theta0 = jnp.concatenate([W0.T, b0[:, None]], axis=1) if fit_intercept else W0.T
-    theta = coupled_block_solve(H, precision + ridge * jnp.eye(m), selector, rhs, theta0,
-                                tol=tol, solve="auto" if max_cg is None else "cg",
-                                max_cg=max_cg)
-    b = theta[:, d] if fit_intercept else jnp.zeros(m, theta.dtype)
+    theta = coupled_block_solve(H, precision + ridge * jnp.eye(m), _prior_selector(term, d),
+                                rhs, stacked_parameters(term, W0, b0), tol=tol,
+                                solve="auto" if max_cg is None else "cg", max_cg=max_cg)
+    b = theta[:, d] if H.shape[-1] == d + 1 else jnp.zeros(m, theta.dtype)
     return theta[:, :d].T, b
+
+
+def _prior_selector(term: GaussianTerm, d: int):
+    """(D,) 1 on the entries of θ_i the task prior acts on (w_i), 0 on the intercept."""
+    return jnp.ones(term.H.shape[-1]).at[d:].set(0.0)
 
 
 @jax.jit
 def gaussian_w_residual(term: GaussianTerm, precision, W, b):
     """‖Aθ - r‖/‖r‖ of the W-step's normal equations A = blockdiag(H_i) + P ⊗ E at (W, b)
     (:func:`gaussian_w_step` with ρ = 0): 0 at the exact W-step."""
-    d = W.shape[0]
-    H, rhs = term.H, term.rhs
-    D = H.shape[-1]
-    theta = jnp.concatenate([W.T, b[:, None]], axis=1) if D == d + 1 else W.T
-    selector = jnp.ones(D).at[d:].set(0.0)
-    lhs = jnp.einsum("tij,tj->ti", H, theta) + (precision @ (theta * selector)) * selector
-    return jnp.linalg.norm(lhs - rhs) / jnp.maximum(jnp.linalg.norm(rhs), 1e-300)
+    theta = stacked_parameters(term, W, b)
+    lhs = coupled_block_matvec(term.H, precision, _prior_selector(term, W.shape[0]), theta)
+    return jnp.linalg.norm(lhs - term.rhs) / jnp.maximum(jnp.linalg.norm(term.rhs), 1e-300)
 
 
 @jax.jit(static_argnames=("omega_spectrum", "penalty", "max_iter"))

@@ -370,6 +370,12 @@ def coupled_block_system(blocks, coupling, selector):
     return H.at[tasks, :, tasks, :].add(blocks).reshape(m * D, m * D)
 
 
+def coupled_block_matvec(blocks, coupling, selector, x):
+    """``(blockdiag(blocks) + coupling ⊗ diag(selector)) x`` for x (m, D), blocks (m, D, D),
+    coupling (m, m): the operator of :func:`coupled_block_solve`."""
+    return jnp.einsum("tij,tj->ti", blocks, x) + (coupling @ (x * selector)) * selector
+
+
 def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
                         solve="auto", cg_steps=CG_BEFORE_FACTORING, max_cg=None,
                         dense_max=DENSE_SYSTEM_MAX, jitter=0.0, accept_tol=None):
@@ -398,8 +404,7 @@ def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
         return jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(chol, r)
 
     def matvec(x):
-        return (jnp.einsum("tij,tj->ti", blocks, x) + jitter * x
-                + (coupling @ (x * selector)) * selector)
+        return coupled_block_matvec(blocks, coupling, selector, x) + jitter * x
 
     def factored(fallback):
         H = after(coupled_block_system(blocks, coupling, selector), fallback) \

@@ -185,12 +185,17 @@ def data_term(data: MultiTaskData, loss_scale: str = "mean", noise=None,
     return data._cache[key]
 
 
+def stacked_parameters(term: GaussianTerm, W, b):
+    """θ (m, D) of a :class:`GaussianTerm`'s blocks: rows (w_i, b_i), or w_i for a term
+    without intercept (D = d; b ignored)."""
+    return W.T if term.H.shape[-1] == W.shape[0] else jnp.concatenate([W.T, b[:, None]], axis=1)
+
+
 def data_loss(term, W, b):
     """The data loss L(W, b) (W (d, m), b (m,)) of a :class:`GaussianTerm` or
     :class:`LogisticTerm`; a Gaussian term without intercept ignores b."""
     if isinstance(term, GaussianTerm):
-        d = W.shape[0]
-        theta = W.T if term.H.shape[-1] == d else jnp.concatenate([W.T, b[:, None]], axis=1)
+        theta = stacked_parameters(term, W, b)
         return (0.5 * jnp.einsum("mi,mij,mj->", theta, term.H, theta)
                 - jnp.sum(term.rhs * theta) + term.const)
     f = linear_predictor(term.X, term.task, W, b)
