@@ -777,14 +777,14 @@ def _small_lassos(H, c, free, lam2, max_iter=100, tol=1e-12):
 
 
 @partial(jax.jit, static_argnames=("size",))
-def _working_set_round(H, C, lam2, mask, B, size):
-    """One round of :func:`column_lassos`: each column's working set (its support, then the
-    entries whose |∇| - λ₂ is largest, ``size`` in all), the restricted lassos solved by
-    :func:`_small_lassos`, and the outcome (B, entries outside the sets that violate the KKT
-    conditions |∇| ≤ λ₂, the largest support, the interior point's certificate)."""
+def _working_set_round(H, C, lam2, mask, B, grad, size):
+    """One round of :func:`column_lassos` from B and its gradient HB + C: each column's
+    working set (its support, then the entries whose |∇| - λ₂ is largest, ``size`` in all),
+    the restricted lassos solved by :func:`_small_lassos`, and the outcome (B, its gradient,
+    entries outside the sets that violate the KKT conditions |∇| ≤ λ₂, the largest support,
+    the interior point's certificate)."""
     p, k = B.shape
     cols = jnp.arange(k)[None, :]
-    grad = H @ B + C
     score = jnp.where(B != 0, jnp.inf, jnp.where(mask, jnp.abs(grad) - lam2, -jnp.inf))
     top, idx = jax.lax.top_k(score.T, size)  # (k, size) each column's set
     free = (top > -jnp.inf).T  # (size, k): slots past the column's masked entries are empty
@@ -794,7 +794,7 @@ def _working_set_round(H, C, lam2, mask, B, size):
     outside = mask & ~jnp.zeros(B.shape, bool).at[idx.T, cols].set(free)
     grad = H @ B + C
     violations = jnp.sum(outside & (jnp.abs(grad) > lam2 * (1.0 + 1e-9)))
-    return B, violations, jnp.max(jnp.sum(B != 0, axis=0)), certificate
+    return B, grad, violations, jnp.max(jnp.sum(B != 0, axis=0)), certificate
 
 
 def column_lassos(H, C, lam2, mask, B0=None, *, size=32, max_size=None, max_rounds=50):
@@ -804,7 +804,7 @@ def column_lassos(H, C, lam2, mask, B0=None, *, size=32, max_size=None, max_roun
     support, then its largest KKT violations |∇_s| - λ₂), the sets are refreshed from the new
     gradient, and it stops when no entry outside them violates |∇_s| ≤ λ₂ (to 1e-9
     relative). The support of ``B0`` seeds the first sets (a warm start); a set grows
-    (doubles) when a column's support nearly fills it. Per round: two products HB, O(p²k),
+    (doubles) when a column's support nearly fills it. Per round: one product HB, O(p²k),
     and k small interior points, O(k size³) each iteration — against O(p²r²) per iteration
     for the interior point on all p entries (:func:`nonnegative_qp` on the split) when
     H = FᵀF has rank r.
@@ -826,10 +826,12 @@ def column_lassos(H, C, lam2, mask, B0=None, *, size=32, max_size=None, max_roun
         return min(grown, p)
 
     size = fitting(int(jnp.max(jnp.sum(B != 0, axis=0))))
+    grad = H @ B + C
     for rounds in range(1, max_rounds + 1):
         if size > max_size:
             return B, False, rounds - 1
-        B, violations, support, certificate = _working_set_round(H, C, lam2, mask, B, size)
+        B, grad, violations, support, certificate = _working_set_round(H, C, lam2, mask, B,
+                                                                       grad, size)
         if not bool(certificate <= 1e-10):
             return B, False, rounds
         if int(violations) == 0:
