@@ -88,3 +88,33 @@ def test_after_returns_its_argument_and_orders_the_computation():
     hlo = jax.jit(lambda a, b: after(a, jnp.linalg.eigvalsh(b)) * 2.0).lower(
         x, jnp.eye(3)).compile().as_text()
     assert "tanh" in hlo
+
+
+def test_projected_newton_follows_its_merit_where_the_value_is_flat_to_round_off():
+    """On a box, minimise value(x) = 1e3 + 1e-18 ‖x - x*‖²: every decrease is below the
+    round-off of 1e3, so the Armijo search alone stalls at x₀. With the merit ‖x - x*‖ the
+    full Newton steps are taken (the value never rises by more than round-off) and the loop
+    reaches the projection of x* onto the box."""
+    from bayesmtl.inference.solvers import projected_newton
+
+    target = jnp.asarray([0.3, -2.0, 0.7])  # outside the box in its second coordinate
+
+    def value(x):
+        return 1e3 + 1e-18 * jnp.sum((x - target) ** 2)
+
+    def direction(x):  # the Newton step and the gradient
+        return target - x, 2e-18 * (x - target)
+
+    def project(x):
+        return jnp.clip(x, -1.0, 1.0)
+
+    def stop(x):
+        return jnp.max(jnp.abs(x - project(target))) <= 1e-14
+
+    x0 = jnp.zeros(3)
+    x, _, stalled = projected_newton(value, direction, project, x0, stop=stop)
+    assert bool(stalled) and np.array_equal(np.asarray(x), np.asarray(x0))
+    merit = jax.jit(lambda x: jnp.linalg.norm(x - project(target)))
+    x, steps, stalled = projected_newton(value, direction, project, x0, stop=stop, merit=merit)
+    assert not bool(stalled) and int(steps) >= 1
+    np.testing.assert_allclose(np.asarray(x), [0.3, -1.0, 0.7], atol=1e-14)
