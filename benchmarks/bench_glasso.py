@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_glasso.py omega-step [--split 1] [--lam 1] [--lam2 0.1]
     .venv/bin/python benchmarks/bench_glasso.py fit [--split 1] [--lam 1] [--lam2 0.1] [--chunk 5]
         [--extrapolation 0.5] [--tasks 0] [--max-outer 500] [--member glmtl]
+        [--synthetic M,N,D]
     .venv/bin/python benchmarks/bench_glasso.py steps [--max-outer 10]
     .venv/bin/python benchmarks/bench_glasso.py points [--member spats] [--lams 0.1,10]
         [--lam2s 0.01,0.1]
@@ -111,7 +112,14 @@ def fit(args):
     printing progress every ``--chunk`` outer iterations; stops at convergence or after
     ``--max-outer`` outer iterations. ``--tasks k`` fits the first k schools only;
     ``--member`` another alternating member (spats, reconstruction)."""
-    train, test = (first_tasks(part, args.tasks) for part in load_school(args.split))
+    if args.synthetic:  # bench_scale.py's problem; its rows serve as the "test" rows too
+        from bench_scale import synthetic
+
+        train = test = synthetic(*args.synthetic)
+        where = f"synthetic m, n, d = {args.synthetic}"
+    else:
+        train, test = (first_tasks(part, args.tasks) for part in load_school(args.split))
+        where = f"School split {args.split}"
     member = MEMBERS[args.member](args.lam2)
     start = time.perf_counter()
 
@@ -126,7 +134,7 @@ def fit(args):
         r = F.fit_family(train, member, args.lam, max_iter=args.max_outer,
                          extrapolation=args.extrapolation, callback=report)
     fit = Fit(r.W, r.b, {"omega": r.omega}, r.objective, r.converged, {}, r)
-    print(f"{args.member} School split {args.split} ({train.n_tasks} tasks), λ = {args.lam:g}, "
+    print(f"{args.member} {where} ({train.n_tasks} tasks), λ = {args.lam:g}, "
           f"λ₂ = {args.lam2:g}, extrapolation {args.extrapolation:g}: {r.n_iter} outer iterations "
           f"({int(r.extrapolated.sum())} extrapolations kept), converged {r.converged}, "
           f"{time.perf_counter() - start:.1f} s (compilation included); objective "
@@ -258,6 +266,8 @@ if __name__ == "__main__":
     parser.add_argument("--max-outer", type=int, default=500)
     parser.add_argument("--extrapolation", type=float, default=0.5)
     parser.add_argument("--tasks", type=int, default=0)
+    parser.add_argument("--synthetic", type=lambda v: tuple(int(x) for x in v.split(",")),
+                        default=None, help="M,N,D: fit bench_scale.py's synthetic problem")
     parser.add_argument("--chunks", type=int, default=4)
     parser.add_argument("--after", type=int, default=0,
                         help="spats-step: start after this many outer iterations")
