@@ -141,17 +141,17 @@ def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol):
                                           tol=forcing, maxiter=5 * m)
         return jnp.where(fixed, -g, (D + D.T) / 2), g
 
-    def gap(U):
-        P = precision(U)
-        return jnp.sum(alpha * jnp.abs(P) - U * P)
+    def sparse(U, P):  # P = (S + U)⁻¹ with exact zeros where U is not binding
+        return jnp.where(binding(U, P)[0], P, 0.0)
 
-    def sparse_residual(U):  # the certificate of P = (S + U)⁻¹ with exact zeros off binding
-        P = precision(U)
-        return graphical_lasso_residual(S, alpha, jnp.where(binding(U, P)[0], P, 0.0))
+    def sparse_residual(U):  # the certificate of the finished P
+        return graphical_lasso_residual(S, alpha, sparse(U, precision(U)))
 
-    def stop(U):
-        return ((gap(U) <= tol * jnp.maximum(1.0, jnp.abs(neg_log_det(U))))
-                | (sparse_residual(U) <= _RESIDUAL_STOP))
+    def stop(U):  # one P for the duality gap and the certificate
+        P = precision(U)
+        gap = jnp.sum(alpha * jnp.abs(P) - U * P)
+        return ((gap <= tol * jnp.maximum(1.0, jnp.abs(neg_log_det(U))))
+                | (graphical_lasso_residual(S, alpha, sparse(U, P)) <= _RESIDUAL_STOP))
 
     U0 = alpha * jnp.sign(P0 + P0.T)
     U0 = jnp.where(neg_log_det(U0) < neg_log_det(alpha * eye), U0, alpha * eye)
@@ -168,10 +168,10 @@ def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol):
 
     def finish(U):  # (P, its objective): exact zeros where U is not binding, if not worse
         P = precision(U)
-        sparse = jnp.where(binding(U, P)[0], P, 0.0)
-        f_sparse, f_full = primal(sparse), primal(P)
+        zeroed = sparse(U, P)
+        f_sparse, f_full = primal(zeroed), primal(P)
         keep = f_sparse <= f_full
-        return jnp.where(keep, sparse, P), jnp.where(keep, f_sparse, f_full)
+        return jnp.where(keep, zeroed, P), jnp.where(keep, f_sparse, f_full)
 
     def phase(U, loose):
         return projected_newton(neg_log_det, partial(direction, loose=loose), project, U,
