@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_glasso.py omega-step [--split 1] [--lam 1] [--lam2 0.1]
     .venv/bin/python benchmarks/bench_glasso.py fit [--split 1] [--lam 1] [--lam2 0.1] [--chunk 5]
-        [--extrapolation 0.5] [--tasks 0] [--max-outer 500] [--member glmtl]
+        [--extrapolation 0.5] [--newton-after 1e-5|none] [--tasks 0] [--max-outer 500]
+        [--member glmtl]
         [--synthetic M,N,D]
     .venv/bin/python benchmarks/bench_glasso.py steps [--max-outer 10]
     .venv/bin/python benchmarks/bench_glasso.py points [--member spats] [--lams 0.1,10]
@@ -132,11 +133,13 @@ def fit(args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = F.fit_family(train, member, args.lam, max_iter=args.max_outer,
-                         extrapolation=args.extrapolation, callback=report)
+                         extrapolation=args.extrapolation, newton_after=args.newton_after,
+                         callback=report)
     fit = Fit(r.W, r.b, {"omega": r.omega}, r.objective, r.converged, {}, r)
     print(f"{args.member} {where} ({train.n_tasks} tasks), λ = {args.lam:g}, "
           f"λ₂ = {args.lam2:g}, extrapolation {args.extrapolation:g}: {r.n_iter} outer iterations "
-          f"({int(r.extrapolated.sum())} extrapolations kept), converged {r.converged}, "
+          f"({int(r.extrapolated.sum())} extrapolations kept, {r.newton_steps} Newton steps; "
+          f"Newton after {args.newton_after}), converged {r.converged}, "
           f"{time.perf_counter() - start:.1f} s (compilation included); objective "
           f"{r.objective:.10f}, test RMSE {score(fit, test):.4f} (train "
           f"{score(fit, train):.4f}); P nonzeros {np.count_nonzero(r.precision)} of "
@@ -265,6 +268,8 @@ if __name__ == "__main__":
     parser.add_argument("--chunk", type=int, default=5)
     parser.add_argument("--max-outer", type=int, default=500)
     parser.add_argument("--extrapolation", type=float, default=0.5)
+    parser.add_argument("--newton-after", default=alternation.NEWTON_AFTER,
+                        type=lambda v: None if v == "none" else float(v))
     parser.add_argument("--tasks", type=int, default=0)
     parser.add_argument("--synthetic", type=lambda v: tuple(int(x) for x in v.split(",")),
                         default=None, help="M,N,D: fit bench_scale.py's synthetic problem")

@@ -28,7 +28,16 @@ from .profile import (
     solve_profile,
     w_step,
 )
-from .stats import data_loss, data_term
+from .reduced_newton import reduced_newton, stack, unstack
+from .solvers import DENSE_SYSTEM_MAX
+from .stats import GaussianTerm, data_loss, data_term
+
+#: ``fit_family``'s default switch to Newton on the reduced objective (relative F change of an
+#: outer iteration)
+NEWTON_AFTER = 1e-5
+#: outer iterations before Newton is tried again after it handed back unconverged (doubled
+#: after each such try)
+NEWTON_RETRY = 20
 
 #: a final Ω-step whose relative KKT residual (``member.omega_residual``) exceeds this is not
 #: exact, and the fit is reported unconverged (exact steps reach 1e-9 and below on School,
@@ -59,7 +68,9 @@ class FamilyResult(NamedTuple):
     member is parameterised by it), precision (m, m) = P, state: the member's own parameter
     (Ω, P or A), objective F, history (objective per outer iteration), n_iter, converged,
     residual (relative change of W in the last outer iteration), extrapolated (n_iter,) bool:
-    whether each outer iteration kept its extrapolation (empty for solvers without one).
+    whether each outer iteration kept its extrapolation (empty for solvers without one),
+    newton_steps: Newton steps on the reduced objective (:mod:`.reduced_newton`), counted in
+    n_iter and history too.
     """
 
     W: np.ndarray
@@ -73,6 +84,7 @@ class FamilyResult(NamedTuple):
     converged: bool
     residual: float
     extrapolated: np.ndarray = np.zeros(0, dtype=bool)
+    newton_steps: int = 0
 
 
 def _check_lam(lam):
@@ -83,8 +95,8 @@ def _check_lam(lam):
 def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
                loss_scale: str = "mean", noise: float | None = None, max_iter: int = 500,
                tol: float = 1e-10, init=None, method: str = "auto",
-               extrapolation: float = 0.5, callback=None,
-               deadline: float | None = None) -> FamilyResult:
+               extrapolation: float = 0.5, newton_after: float | None = NEWTON_AFTER,
+               callback=None, deadline: float | None = None) -> FamilyResult:
     """MAP of ``member`` on ``data`` by exact alternating minimisation of F (module docstring).
 
     lam : λ (the paper's λ₁); the member carries λ₂ and its own constants.
@@ -102,6 +114,14 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         the first 40 School tasks (λ = 1, λ₂ = 0.1) the plain alternation is still 0.07 above
         the optimum after 3,000 iterations, the extrapolated one meets tol = 1e-10 after 317
         (see ``benchmarks/README.md``).
+    newton_after : for a member with ``reduced_curvature`` (glMTL), a Gaussian likelihood and
+        at most ``solvers.DENSE_SYSTEM_MAX`` unknowns: once an outer iteration changes F by at
+        most this (relative), Newton's method on the reduced objective min_Ω F
+        (:func:`~.reduced_newton.reduced_newton`) takes over from the alternation; it stops
+        when its Newton decrement is ≤ tol·|F| (converged); where it hands back unconverged
+        (a failed line search, a run of indefinite Hessians far from the optimum) the
+        alternation resumes and Newton is tried again 20, then 40, 80, … outer iterations
+        later. None: alternation only.
     deadline : optional ``time.monotonic()`` value: the alternation stops (unconverged, with
         the warning) after the first outer iteration that ends past it.
     callback : optional ``callback(history, W, b, state)`` after every outer iteration
@@ -136,6 +156,8 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         return float(_objective(term, W, b, state, member, lam))
 
     fixed = getattr(member, "fixed", False)  # fixed Ω: one exact W-step is the MAP
+    newton = None if newton_after is None else _newton_runner(term, member, lam, d, tol, objective)
+    newton_steps, newton_from, newton_wait = 0, 0, NEWTON_RETRY
     history, extrapolated, converged, change = [], [], False, np.inf
     f_prev, it, previous = np.inf, 0, None
     beta, beta_cap = float(extrapolation), 1.0
@@ -168,6 +190,20 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         if callback is not None:
             callback(np.asarray(history), W, b, state)
         relative = abs(f_prev - f) / max(1.0, abs(f))
+        if newton is not None and relative <= newton_after and it >= newton_from:
+            r = newton(W, b, state, gram, max_iter - it, deadline)
+            if r.n_steps:
+                W, b = (jnp.asarray(v) for v in unstack(r.theta, m, d))
+                state, gram, f = r.state, r.gram, r.objective
+                history.extend(r.history)
+                extrapolated.extend([False] * r.n_steps)
+                it, newton_steps, previous = it + r.n_steps, newton_steps + r.n_steps, None
+                if callback is not None:
+                    callback(np.asarray(history), W, b, state)
+            if r.converged:
+                converged, change = True, r.step
+                break
+            newton_from, newton_wait = it + newton_wait, 2 * newton_wait
         if (relative <= tol and change <= np.sqrt(tol)) or fixed:
             converged = True
             break
@@ -211,7 +247,30 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     P = member.precision(state)
     return FamilyResult(np.asarray(W), np.asarray(b), np.asarray(member.covariance(state)),
                         np.asarray(P), np.asarray(state), history[-1], np.asarray(history),
-                        it, converged, change, np.asarray(extrapolated, dtype=bool))
+                        it, converged, change, np.asarray(extrapolated, dtype=bool),
+                        newton_steps)
+
+
+def _newton_runner(term, member, lam, d, tol, objective):
+    """``run(W, b, state, gram, max_steps, deadline)`` -> :class:`~.reduced_newton.NewtonResult`
+    from that point (at most 50 steps), or None where Newton on the reduced objective does not
+    apply: the member has
+    no ``reduced_curvature``, the likelihood is not Gaussian, or the m·D unknowns exceed
+    ``DENSE_SYSTEM_MAX``."""
+    curvature = getattr(member, "reduced_curvature", None)
+    if (curvature is None or not isinstance(term, GaussianTerm)
+            or term.rhs.size > DENSE_SYSTEM_MAX):
+        return None
+    D = term.rhs.shape[1]
+
+    def run(W, b, state, gram, max_steps, deadline):
+        return reduced_newton(
+            term, lam, d, stack(W, b, D), state, gram,
+            omega_step=lambda G, s, G0: member.omega_step(G, lam, d, s, G0),
+            precision=member.precision, curvature=lambda W, s: curvature(W, lam, s),
+            objective=objective, tol=tol, max_steps=max(0, min(50, max_steps)), deadline=deadline)
+
+    return run
 
 
 def _fit_profile(data, member, lam, loss_scale, noise, method, max_iter, tol, init):

@@ -29,7 +29,8 @@ G = WᵀW (``state`` and ``previous_gram``, the Gram matrix ``state`` was comput
 warm-start it). For the jointly convex members (graph, clustered, SPATS) this block coordinate
 descent reaches the global optimum; for glMTL and the reconstruction form it reaches a
 stationary point of a biconvex problem. The alternation is extrapolated in W (Ang & Gillis
-2019), with F kept monotone.
+2019), with F kept monotone; glMTL's Gaussian fits end with Newton's method on the reduced
+objective min_Ω F (:mod:`bayesmtl.inference.reduced_newton`).
 
 Members here: :class:`GraphLaplacian` (RMTL, mean-regularised MTL), :class:`Clustered`
 (Jacob et al.'s convex clustered MTL), :class:`SparsePrecision` (glMTL),
