@@ -7,7 +7,7 @@
         [--synthetic M,N,D]
     .venv/bin/python benchmarks/bench_glasso.py steps [--max-outer 10]
     .venv/bin/python benchmarks/bench_glasso.py points [--member spats] [--lams 0.1,10]
-        [--lam2s 0.01,0.1]
+        [--lam2s 0.01,0.1] [--deadline 3600] [--newton-after 1e-5|none]
     .venv/bin/python benchmarks/bench_glasso.py spats-step [--lam 0.1] [--lam2 0.01] [--chunks 4]
         [--after 0]
 
@@ -212,7 +212,8 @@ def points(args):
             t = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
-                r = F.fit_family(train, member, lam, tol=1e-8)
+                r = F.fit_family(train, member, lam, tol=1e-8, newton_after=args.newton_after,
+                                 deadline=time.monotonic() + args.deadline)
             total = time.perf_counter() - t
             certificate = ""
             if hasattr(member, "omega_residual"):
@@ -220,7 +221,8 @@ def points(args):
                 res = float(member.omega_residual(gram, lam, train.n_features,
                                                   jnp.asarray(r.state)))
                 certificate = f", final Ω-step residual {res:.1e}"
-            print(f"{args.member} λ = {lam:g}, λ₂ = {lam2:g}: {total:.1f} s, {r.n_iter} outer, "
+            print(f"{args.member} λ = {lam:g}, λ₂ = {lam2:g}: {total:.1f} s, {r.n_iter} outer "
+                  f"({r.newton_steps} Newton), F = {r.objective:.10f}, "
                   f"converged {r.converged}; W-steps {seconds['w']:.1f} s / {seconds['nw']}, "
                   f"Ω-steps {seconds['omega']:.1f} s / {seconds['nomega']}{certificate}"
                   f"{'; warned' if caught else ''}", flush=True)
@@ -268,6 +270,8 @@ if __name__ == "__main__":
     parser.add_argument("--chunk", type=int, default=5)
     parser.add_argument("--max-outer", type=int, default=500)
     parser.add_argument("--extrapolation", type=float, default=0.5)
+    parser.add_argument("--deadline", type=float, default=3600.0,
+                        help="points: seconds per fit before it stops unconverged")
     parser.add_argument("--newton-after", default=alternation.NEWTON_AFTER,
                         type=lambda v: None if v == "none" else float(v))
     parser.add_argument("--tasks", type=int, default=0)
