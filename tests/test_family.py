@@ -281,7 +281,7 @@ def test_spats_final_omega_step_is_certified(reg):
 class _TruncatedGlmtl(F.SparsePrecision):
     """glMTL whose graphical lasso takes no Newton step (returns its start point's P)."""
 
-    def omega_step(self, gram, lam, d, state, previous_gram=None):
+    def omega_step(self, gram, lam, d, state, previous_gram=None, accuracy=None):
         return OS.graphical_lasso(gram / d, 2.0 * self.lam2 / (lam * d), state, max_iter=0)
 
 
@@ -613,8 +613,8 @@ class _RoundoffGlmtl(F.SparsePrecision):
     by 1e-14: F the same to round-off, the KKT residual of the order of α (a solver stop at
     round-off, as a warm-started graphical lasso gave on a Landmine-sized CV fold)."""
 
-    def omega_step(self, gram, lam, d, state, previous_gram=None):
-        P = super().omega_step(gram, lam, d, state, previous_gram)
+    def omega_step(self, gram, lam, d, state, previous_gram=None, accuracy=None):
+        P = super().omega_step(gram, lam, d, state, previous_gram, accuracy)
         if previous_gram is None:
             return P
         i, j = np.argwhere(np.triu(np.asarray(P) == 0, 1))[0]

@@ -67,7 +67,7 @@ def _reduced_gradient_from_rows(data, member, lam, W, b):
 
 def test_newton_reaches_the_alternations_optimum_and_a_stationary_point(reg):
     member = F.SparsePrecision(lam2=0.05)
-    newton = F.fit_family(reg, member, LAM, newton_after=1e-3)
+    newton = F.fit_family(reg, member, LAM, newton_after=1e-3, tol=1e-14)
     assert newton.converged and newton.newton_steps > 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -118,3 +118,32 @@ def test_newton_is_not_used_where_it_does_not_apply():
     assert binary.kind == "classification"
     r = F.fit_family(binary, F.SparsePrecision(lam2=0.1), LAM)
     assert r.converged and r.newton_steps == 0
+
+
+class _RecordingGlmtl(F.SparsePrecision):
+    """glMTL recording the accuracy each Ω-step was asked for."""
+
+    def omega_step(self, gram, lam, d, state, previous_gram=None, accuracy=None):
+        self.asked.append(accuracy)
+        return super().omega_step(gram, lam, d, state, previous_gram, accuracy)
+
+
+def test_inexact_early_omega_steps_reach_the_exact_alternations_result(reg, monkeypatch):
+    """Early glMTL Ω-steps solved to a residual following the change of F (down to exact)
+    give the alternation with exact steps' optimum, F monotone."""
+    from bayesmtl.inference import alternation
+
+    loose = _RecordingGlmtl(lam2=0.05)
+    object.__setattr__(loose, "asked", [])
+    inexact = F.fit_family(reg, loose, LAM, newton_after=None, tol=1e-13, max_iter=5000)
+    asked = np.array([a for a in loose.asked if a is not None])
+    assert asked.max() == alternation.OMEGA_ACCURACY_MAX  # loose early steps were taken
+    assert asked[-1] == alternation.OMEGA_ACCURACY_MIN  # exact at the end
+    monkeypatch.setattr(alternation, "OMEGA_ACCURACY_MAX", alternation.OMEGA_ACCURACY_MIN)
+    exact = F.fit_family(reg, F.SparsePrecision(lam2=0.05), LAM, newton_after=None, tol=1e-13,
+                         max_iter=5000)
+    assert inexact.converged and exact.converged
+    scale = max(1.0, abs(exact.objective))
+    assert abs(inexact.objective - exact.objective) <= 1e-11 * scale
+    np.testing.assert_allclose(inexact.W, exact.W, atol=1e-5 * np.abs(exact.W).max())
+    assert np.all(np.diff(inexact.history) <= 1e-12 * scale)

@@ -34,7 +34,7 @@ def clustered_omega_step(gram, a, b, c):
     return (U * clustered_spectrum(evals, a, b, c)) @ U.T
 
 
-def graphical_lasso(S, alpha, P0, S0=None, max_iter=200, tol=1e-11):
+def graphical_lasso(S, alpha, P0, S0=None, max_iter=200, tol=1e-11, residual_stop=None):
     r"""argmin_{P ≻ 0} tr(S P) - ln|P| + α Σ_st |P_st|; S (m, m) ⪰ 0 (may be singular), α > 0.
 
     Solved through the dual (Banerjee et al. 2008), a smooth problem on a box:
@@ -90,20 +90,25 @@ def graphical_lasso(S, alpha, P0, S0=None, max_iter=200, tol=1e-11):
     convergence), unless that raises the objective or breaks positive definiteness (a stop
     at round-off on a badly conditioned S + U). Its KKT residual is
     :func:`graphical_lasso_subgradient`.
+
+    ``residual_stop``: the relative KKT residual at which the phases stop (default
+    ``RESIDUAL_STOP``, 1e-9, the exact step); an alternation passes a looser one for its
+    early Ω-steps (a traced value: no recompiling).
     """
     # S0 as an array with a traced flag (None would be a second pytree structure, so the
     # first Ω-step of every fit compiled the solver a second time)
+    residual_stop = RESIDUAL_STOP if residual_stop is None else residual_stop
     return _graphical_lasso(S, alpha, P0, S if S0 is None else S0, jnp.asarray(S0 is not None),
-                            max_iter, tol)
+                            max_iter, tol, jnp.asarray(residual_stop, dtype=S.dtype))
 
 
 #: the graphical lasso also stops once the relative KKT residual of its finished P (exact
-#: zeros off the binding entries) is this small
-_RESIDUAL_STOP = 1e-9
+#: zeros off the binding entries) is this small (unless told a looser ``residual_stop``)
+RESIDUAL_STOP = 1e-9
 
 
 @partial(jax.jit, static_argnames=("max_iter",))
-def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol):
+def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol, residual_stop):
     m = S.shape[0]
     S = (S + S.T) / 2
     eye = jnp.eye(m, dtype=S.dtype)
@@ -153,7 +158,7 @@ def _graphical_lasso(S, alpha, P0, S0, has_S0, max_iter, tol):
         P = precision(U)
         gap = jnp.sum(alpha * jnp.abs(P) - U * P)
         return ((gap <= tol * jnp.maximum(1.0, jnp.abs(neg_log_det(U))))
-                | (graphical_lasso_residual(S, alpha, sparse(U, P)) <= _RESIDUAL_STOP))
+                | (graphical_lasso_residual(S, alpha, sparse(U, P)) <= residual_stop))
 
     U0 = alpha * jnp.sign(P0 + P0.T)
     U0 = jnp.where(neg_log_det(U0) < neg_log_det(alpha * eye), U0, alpha * eye)

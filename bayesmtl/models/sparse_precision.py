@@ -34,7 +34,9 @@ class SparsePrecision(OmegaPrior):
 
     Ω-step (exact): graphical lasso with S = WᵀW / d and penalty α = 2λ₂ / (λd), solved by
     projected Newton on its box-constrained dual (:func:`graphical_lasso`), which stops on
-    a relative duality gap of 1e-11, at round-off or after 200 Newton steps;
+    a relative duality gap of 1e-11, at a relative KKT residual of 1e-9 (or the looser
+    ``accuracy`` that ``fit_family`` passes early in a fit), at round-off or after 200 Newton
+    steps;
     :meth:`omega_residual` certifies the final Ω-step (relative KKT residual), so a fit whose
     last step did not reach its optimum is reported unconverged. :meth:`reduced_curvature`
     (the derivative of that Ω-step) lets ``fit_family`` finish a Gaussian fit by Newton's
@@ -60,9 +62,14 @@ class SparsePrecision(OmegaPrior):
     def covariance(self, state):
         return jnp.linalg.inv(state)
 
-    def omega_step(self, gram, lam, d, state, previous_gram=None):
+    #: ``omega_step`` takes ``accuracy``: a relative KKT residual to stop at (the alternation's
+    #: early steps need not be exact)
+    inexact_omega_step = True
+
+    def omega_step(self, gram, lam, d, state, previous_gram=None, accuracy=None):
         S0 = None if previous_gram is None else previous_gram / d
-        return graphical_lasso(gram / d, 2.0 * self.lam2 / (lam * d), state, S0)
+        return graphical_lasso(gram / d, 2.0 * self.lam2 / (lam * d), state, S0,
+                               residual_stop=accuracy)
 
     def omega_residual(self, gram, lam, d, state):
         """Relative KKT residual of ``state`` as the Ω-step's solution for this Gram matrix
