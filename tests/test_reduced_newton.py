@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import binary_tasks, make_regression
 
+from bayesmtl import methods
 from bayesmtl.errors import ConvergenceWarning
 from bayesmtl.inference import reduced_newton as RN
 from bayesmtl.inference.alternation import family_objective
@@ -113,6 +114,8 @@ def test_newton_is_not_used_where_it_does_not_apply():
     data = make_regression(seed=2, d=3, sizes=(20, 25, 30))[0]
     assert F.fit_family(data, F.SparseCovariance(lam2=0.1), LAM).newton_steps == 0
     assert F.fit_family(data, F.SparsePrecision(lam2=0.1), LAM).newton_steps > 0
+    fit, _ = methods.fit(data, "glmtl", {"lam": LAM, "lam2": 0.1})  # the registry reports it
+    assert fit.converged and fit.info["newton_steps"] > 0
     rng = np.random.default_rng(0)
     binary = binary_tasks(rng, 3, 40, d=3)
     assert binary.kind == "classification"

@@ -28,7 +28,7 @@ from .profile import (
     solve_profile,
     w_step,
 )
-from .reduced_newton import reduced_newton, stack, unstack
+from .reduced_newton import MAX_STEPS, reduced_newton, stack, unstack
 from .solvers import DENSE_SYSTEM_MAX
 from .stats import GaussianTerm, data_loss, data_term
 
@@ -276,10 +276,9 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
 
 def _newton_runner(term, member, lam, d, tol, objective):
     """``run(W, b, state, gram, max_steps, deadline)`` -> :class:`~.reduced_newton.NewtonResult`
-    from that point (at most 50 steps), or None where Newton on the reduced objective does not
-    apply: the member has
-    no ``reduced_curvature``, the likelihood is not Gaussian, or the m·D unknowns exceed
-    ``DENSE_SYSTEM_MAX``."""
+    from that point (at most ``reduced_newton.MAX_STEPS`` steps), or None where Newton on the
+    reduced objective does not apply: the member has no ``reduced_curvature``, the likelihood
+    is not Gaussian, or the m·D unknowns exceed ``DENSE_SYSTEM_MAX``."""
     curvature = getattr(member, "reduced_curvature", None)
     if (curvature is None or not isinstance(term, GaussianTerm)
             or term.rhs.size > DENSE_SYSTEM_MAX):
@@ -293,7 +292,8 @@ def _newton_runner(term, member, lam, d, tol, objective):
             term, lam, d, stack(W, b, D), state, gram,
             omega_step=lambda G, s, G0: member.omega_step(G, lam, d, s, G0),
             precision=member.precision, curvature=lambda W, s: curvature(W, lam, s),
-            objective=objective, tol=tol, max_steps=max(0, min(50, max_steps)), deadline=deadline)
+            objective=objective, tol=tol, max_steps=max(0, min(MAX_STEPS, max_steps)),
+            deadline=deadline)
 
     return run
 

@@ -36,6 +36,8 @@ MAX_HALVINGS = 40
 #: alternation in the same time (all of School after 150 alternations: 40 shifted steps in a
 #: row; at λ = 0.001, λ₂ = 0.01: 11 steps gained 0.02 where 400 alternations gain 0.4)
 MAX_SHIFTED = 2
+#: Newton steps per call unless told fewer
+MAX_STEPS = 50
 
 
 def stack(W, b, D):
@@ -108,7 +110,7 @@ class NewtonResult(NamedTuple):
 
 
 def reduced_newton(term: GaussianTerm, lam, d, theta, state, gram, *, omega_step, precision,
-                   curvature, objective, tol=1e-10, max_steps=50,
+                   curvature, objective, tol=1e-10, max_steps=MAX_STEPS,
                    deadline=None) -> NewtonResult:
     """Newton's method on φ (module docstring) from θ (m·D,) with its exact Ω-step ``state``
     and Gram matrix ``gram`` = WᵀW.

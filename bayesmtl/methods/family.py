@@ -67,8 +67,10 @@ def _member_fit(member_of, relation_of=None):
         relation = {"omega": r.omega}
         if relation_of is not None:
             relation.update(relation_of(r))
-        return Fit(r.W, r.b, relation, r.objective, r.converged,
-                   history_info(r.history, r.n_iter, r.residual), r)
+        info = history_info(r.history, r.n_iter, r.residual)
+        if r.newton_steps:  # glMTL's end game (inference.reduced_newton)
+            info["newton_steps"] = r.newton_steps
+        return Fit(r.W, r.b, relation, r.objective, r.converged, info, r)
     return fit_map
 
 
