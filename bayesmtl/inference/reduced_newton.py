@@ -9,9 +9,10 @@ with gradient ∇φ = ∇L + λ (W P*, 0) (envelope theorem) and Hessian H₀ + 
 H₀ = blockdiag(H_t) + λ P* ⊗ E (E on w, not b) is the W-step's own system and C the curvature
 the Ω-step adds (negative semidefinite for glMTL, whose prior part is concave in WᵀW). One exact
 W-step from θ is θ - H₀⁻¹∇φ, so the alternation is a gradient method on φ preconditioned by
-H₀; it crawls where C nearly cancels H₀ (a long valley: glMTL on School). Newton uses H₀ + C,
-shifted by μI where that is indefinite (μ = 1.1 |λ_min|), with an Armijo search on φ (each
-trial point gets its exact Ω-step), and converges quadratically once the support of P* settles.
+H₀; it crawls where C nearly cancels H₀ (a long valley: glMTL on School). Newton uses H₀ + C
+where that is positive definite, with an Armijo search on φ (each trial point gets its exact
+Ω-step), and converges quadratically once the support of P* settles; where H₀ + C is
+indefinite it hands back to the alternation.
 
 Dense in θ (m·D unknowns, at most ``solvers.DENSE_SYSTEM_MAX``) and NumPy: the support of P*
 changes between steps, so JAX would compile a new shape for each.
@@ -30,12 +31,10 @@ from .stats import GaussianTerm
 #: Armijo's sufficient-decrease constant, and the step-halvings tried before giving up
 ARMIJO = 1e-4
 MAX_HALVINGS = 40
-#: Newton hands back where its first Hessian is indefinite, or after this many shifted
-#: (indefinite) steps in a row: the point is not yet in the basin where it converges fast.
-#: Shifted steps there cost 3–5 s each on School (139 tasks) and gained less than the
-#: alternation in the same time (all of School after 150 alternations: 40 shifted steps in a
-#: row; at λ = 0.001, λ₂ = 0.01: 11 steps gained 0.02 where 400 alternations gain 0.4)
-MAX_SHIFTED = 2
+#: Newton hands back to the alternation wherever H₀ + C is indefinite (the point is not in
+#: the basin where it converges fast). Shifted steps (H₀ + C + μI, μ = 1.1|λ_min|) were tried
+#: there: 5–7 s each on School, no faster than the alternation, and at λ = 10, λ₂ = 1 a fit
+#: that took them needed 140 s where alternating to the stopping rule and then Newton take 34 s
 #: Newton steps per call unless told fewer
 MAX_STEPS = 50
 
@@ -75,27 +74,20 @@ def reduced_hessian(term: GaussianTerm, lam, P, C, d):
     return out
 
 
-def newton_direction(H, g, shift=True):
-    """(step, shifted): -H⁻¹g when H is positive definite, else -(H + μI)⁻¹g with
-    μ = 1.1 |λ_min(H)| + 1e-12 max_i H_ii (a Levenberg shift that follows the negative
-    curvature), or (None, True) where H is not positive definite and ``shift`` is False (no
-    eigenvalue computed: 2.3 s of a School-sized step)."""
+def newton_direction(H, g):
+    """-H⁻¹g by Cholesky, or None where H is not positive definite."""
     try:
-        return -scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), g), False
+        return -scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), g)
     except np.linalg.LinAlgError:
-        if not shift:
-            return None, True
-    lowest = scipy.linalg.eigh(H, eigvals_only=True, subset_by_index=[0, 0])[0]
-    mu = 1.1 * abs(lowest) + 1e-12 * np.max(np.abs(np.diag(H)))
-    factor = scipy.linalg.cho_factor(H + mu * np.eye(len(H)))
-    return -scipy.linalg.cho_solve(factor, g), True
+        return None
 
 
 class NewtonResult(NamedTuple):
     """theta, state, gram (WᵀW of theta), objective, history (φ after each step), converged
-    (the Newton decrement ½|gᵀΔ| of an unshifted step ≤ tol·max(1, |φ|)), n_steps,
+    (the Newton decrement ½|gᵀΔ| ≤ tol·max(1, |φ|)), n_steps,
     decrement (the last one), step (the last direction's ‖Δ‖ / max(1, ‖θ‖)), failed (a line
-    search found no decrease, or the curvature was not available)."""
+    search found no decrease, or the curvature was not available), indefinite (stopped at an
+    indefinite Hessian)."""
 
     theta: np.ndarray
     state: object
@@ -107,6 +99,7 @@ class NewtonResult(NamedTuple):
     decrement: float
     step: float
     failed: bool
+    indefinite: bool
 
 
 def reduced_newton(term: GaussianTerm, lam, d, theta, state, gram, *, omega_step, precision,
@@ -119,33 +112,29 @@ def reduced_newton(term: GaussianTerm, lam, d, theta, state, gram, *, omega_step
     curvature(W, state) -> C (m·d, m·d), the Ω-step's part of the Hessian, or None where it
     is too large to form (then ``failed``);
     precision(state) -> P (m, m); objective(W, b, state) -> F (float).
-    Stops when an unshifted step's decrement ½|∇φᵀΔ| is ≤ tol·max(1, |φ|) (converged), when
-    a line search finds no decrease in ``MAX_HALVINGS`` halvings (failed), where the first
-    Hessian is indefinite, after ``MAX_SHIFTED`` shifted steps in a row or ``max_steps``
-    steps, or past ``deadline`` (``time.monotonic()``).
+    Stops when the decrement ½|∇φᵀΔ| is ≤ tol·max(1, |φ|) (converged), when a line search
+    finds no decrease in ``MAX_HALVINGS`` halvings (failed), at an indefinite Hessian, after
+    ``max_steps`` steps, or past ``deadline`` (``time.monotonic()``).
     """
     m = np.shape(term.rhs)[0]
     f = objective(*unstack(theta, m, d), state)
     history, converged, failed, decrement, size, k = [], False, False, np.inf, np.inf, 0
-    shifted_run = 0
+    indefinite = False
     while k < max_steps:
         g = reduced_gradient(term, lam, theta, precision(state), d)
         C = curvature(unstack(theta, m, d)[0], state)
         if C is None:  # too large a support to factor
             failed = True
             break
-        step, shifted = newton_direction(reduced_hessian(term, lam, precision(state), C, d), g,
-                                         shift=k > 0)
-        if step is None:  # indefinite at the start: not yet in Newton's basin
+        step = newton_direction(reduced_hessian(term, lam, precision(state), C, d), g)
+        if step is None:  # indefinite: not (yet) in Newton's basin
+            indefinite = True
             break
         slope = float(g @ step)
         decrement = 0.5 * abs(slope)
         size = float(np.linalg.norm(step) / max(1.0, np.linalg.norm(theta)))
-        if not shifted and decrement <= tol * max(1.0, abs(f)):
+        if decrement <= tol * max(1.0, abs(f)):
             converged = True
-            break
-        shifted_run = shifted_run + 1 if shifted else 0
-        if shifted_run > MAX_SHIFTED:
             break
         if not slope < 0:  # no descent direction left at round-off
             failed = True
@@ -168,4 +157,5 @@ def reduced_newton(term: GaussianTerm, lam, d, theta, state, gram, *, omega_step
         history.append(f)
         if deadline is not None and time.monotonic() > deadline:
             break
-    return NewtonResult(theta, state, gram, f, history, converged, k, decrement, size, failed)
+    return NewtonResult(theta, state, gram, f, history, converged, k, decrement, size, failed,
+                        indefinite)
