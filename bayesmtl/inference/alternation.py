@@ -175,7 +175,8 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         return member.omega_step(gram_new, lam, d, state, gram, accuracy=accuracy)
 
     fixed = getattr(member, "fixed", False)  # fixed Ω: one exact W-step is the MAP
-    newton = None if newton_after is None else _newton_runner(term, member, lam, d, tol, objective)
+    newton = None if newton_after is None else _newton_runner(term, member, lam, d, tol, objective,
+                                                              inexact)
     newton_steps, newton_from, newton_wait = 0, 0, NEWTON_RETRY
     history, extrapolated, converged, change = [], [], False, np.inf
     f_prev, it, previous, relative = np.inf, 0, None, np.inf
@@ -184,6 +185,7 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
     while it < max_iter:
         it += 1
         W_new, b_new = w_step(term, lam * member.precision(state), W, b, spectrum)
+        f_W = None  # F(W_new, b_new, state): F after the W-step, where it is needed
         change = float(jnp.linalg.norm(W_new - W) / jnp.maximum(1.0, jnp.linalg.norm(W_new)))
         took = False
         if beta > 0 and previous is not None and not fixed:
@@ -192,7 +194,8 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
             gram_Y = Y.T @ Y
             state_Y = omega_step(gram_Y, state, gram, relative)
             f_Y = objective(Y, b_Y, state_Y)
-            took = bool(np.isfinite(f_Y)) and f_Y <= objective(W_new, b_new, state)
+            f_W = objective(W_new, b_new, state)
+            took = bool(np.isfinite(f_Y)) and f_Y <= f_W
             if took:
                 beta, beta_cap = min(1.2 * beta, beta_cap), min(1.0, 1.01 * beta_cap)
             else:
@@ -204,8 +207,9 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
             W, b, gram_new = W_new, b_new, W_new.T @ W_new
             state_new = omega_step(gram_new, state, gram, relative)
             f = objective(W, b, state_new)
-            if inexact and not f <= objective(W, b, state):  # an inexact step that raised F:
-                state_new = member.omega_step(gram_new, lam, d, state, gram)  # solve it exactly
+            # an inexact Ω-step that raised F above F after the W-step is solved again exactly
+            if inexact and not f <= (objective(W, b, state) if f_W is None else f_W):
+                state_new = member.omega_step(gram_new, lam, d, state, gram)
                 f = objective(W, b, state_new)
             state, gram = state_new, gram_new
         history.append(f)
@@ -279,11 +283,12 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
                         newton_steps)
 
 
-def _newton_runner(term, member, lam, d, tol, objective):
+def _newton_runner(term, member, lam, d, tol, objective, inexact):
     """``run(W, b, state, gram, max_steps, deadline)`` -> :class:`~.reduced_newton.NewtonResult`
     from that point (at most ``reduced_newton.MAX_STEPS`` steps), or None where Newton on the
     reduced objective does not apply: the member has no ``reduced_curvature``, the likelihood
-    is not Gaussian, or the m·D unknowns exceed ``DENSE_SYSTEM_MAX``."""
+    is not Gaussian, or the m·D unknowns exceed ``DENSE_SYSTEM_MAX``. ``inexact``: the
+    member's Ω-steps may be inexact, so the starting one is solved again exactly."""
     curvature = getattr(member, "reduced_curvature", None)
     if (curvature is None or not isinstance(term, GaussianTerm)
             or term.rhs.size > DENSE_SYSTEM_MAX):
@@ -291,7 +296,7 @@ def _newton_runner(term, member, lam, d, tol, objective):
     D = term.rhs.shape[1]
 
     def run(W, b, state, gram, max_steps, deadline):
-        if getattr(member, "inexact_omega_step", False):  # Newton needs the exact P*(W)
+        if inexact:  # Newton needs the exact P*(W)
             state = member.omega_step(gram, lam, d, state, gram)
         return reduced_newton(
             term, lam, d, stack(W, b, D), state, gram,

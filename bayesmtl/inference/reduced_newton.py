@@ -12,7 +12,10 @@ W-step from θ is θ - H₀⁻¹∇φ, so the alternation is a gradient method o
 H₀; it crawls where C nearly cancels H₀ (a long valley: glMTL on School). Newton uses H₀ + C
 where that is positive definite, with an Armijo search on φ (each trial point gets its exact
 Ω-step), and converges quadratically once the support of P* settles; where H₀ + C is
-indefinite it hands back to the alternation.
+indefinite it hands back to the alternation (the point is not in the basin where it converges
+fast). Shifted steps H₀ + C + μI (μ = 1.1|λ_min|) were tried there: 5–7 s each on School, no
+faster than the alternation, and at λ = 10, λ₂ = 1 a fit that took them needed 140 s where
+alternating to the stopping rule and then Newton take 34 s (``benchmarks/README.md``).
 
 Dense in θ (m·D unknowns, at most ``solvers.DENSE_SYSTEM_MAX``) and NumPy: the support of P*
 changes between steps, so JAX would compile a new shape for each.
@@ -31,10 +34,6 @@ from .stats import GaussianTerm
 #: Armijo's sufficient-decrease constant, and the step-halvings tried before giving up
 ARMIJO = 1e-4
 MAX_HALVINGS = 40
-#: Newton hands back to the alternation wherever H₀ + C is indefinite (the point is not in
-#: the basin where it converges fast). Shifted steps (H₀ + C + μI, μ = 1.1|λ_min|) were tried
-#: there: 5–7 s each on School, no faster than the alternation, and at λ = 10, λ₂ = 1 a fit
-#: that took them needed 140 s where alternating to the stopping rule and then Newton take 34 s
 #: Newton steps per call unless told fewer
 MAX_STEPS = 50
 
@@ -121,12 +120,13 @@ def reduced_newton(term: GaussianTerm, lam, d, theta, state, gram, *, omega_step
     history, converged, failed, decrement, size, k = [], False, False, np.inf, np.inf, 0
     indefinite = False
     while k < max_steps:
-        g = reduced_gradient(term, lam, theta, precision(state), d)
+        P = precision(state)
+        g = reduced_gradient(term, lam, theta, P, d)
         C = curvature(unstack(theta, m, d)[0], state)
         if C is None:  # too large a support to factor
             failed = True
             break
-        step = newton_direction(reduced_hessian(term, lam, precision(state), C, d), g)
+        step = newton_direction(reduced_hessian(term, lam, P, C, d), g)
         if step is None:  # indefinite: not (yet) in Newton's basin
             indefinite = True
             break
