@@ -8,7 +8,13 @@ import pytest
 from scipy.optimize import minimize
 
 import bayesmtl  # noqa: F401  (x64 before any JAX work)
-from bayesmtl.inference.solvers import after, damped_newton
+from bayesmtl.inference.solvers import (
+    after,
+    coupled_block_matvec,
+    coupled_block_solve,
+    coupled_block_system,
+    damped_newton,
+)
 
 
 def _logistic_ridge(seed=0, n=40, p=5):
@@ -118,3 +124,44 @@ def test_projected_newton_follows_its_merit_where_the_value_is_flat_to_round_off
     x, steps, stalled = projected_newton(value, direction, project, x0, stop=stop, merit=merit)
     assert not bool(stalled) and int(steps) >= 1
     np.testing.assert_allclose(np.asarray(x), [0.3, -1.0, 0.7], atol=1e-14)
+
+
+def _coupled_system(smallest, m=300, D=3, seed=0):
+    """blockdiag(X_tᵀX_t) + 1e4·P ⊗ diag(1, 1, 0), P with eigenvalues geomspace(smallest, 1):
+    the smaller ``smallest``, the more the coupling that block-Jacobi CG does not see
+    dominates, and the slower CG converges."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(m, 3 * D, D))
+    blocks = jnp.asarray(np.einsum("tni,tnj->tij", X, X))
+    Q, _ = np.linalg.qr(rng.normal(size=(m, m)))
+    coupling = jnp.asarray((Q * np.geomspace(smallest, 1.0, m)) @ Q.T * 1e4)
+    selector = jnp.ones(D).at[-1].set(0.0)
+    return blocks, coupling, selector, jnp.asarray(rng.normal(size=(m, D)))
+
+
+@pytest.mark.parametrize("smallest, cg_steps, path", [(0.1, 10, "cg"), (1e-4, 20, "factor")])
+def test_coupled_block_solve_goes_on_with_cg_where_its_rate_reaches_the_tolerance(
+        smallest, cg_steps, path):
+    """After ``cg_steps`` unsolved CG steps, a system whose CG rate so far reaches the
+    tolerance within CG_MORE × cg_steps more is finished by CG (residual just below tol, not
+    the factorisation's round-off); a crawling one is factored (residual at round-off)."""
+    blocks, coupling, selector, rhs = _coupled_system(smallest)
+    tol = 1e-8
+    unsolved = coupled_block_solve(blocks, coupling, selector, rhs, tol=tol, solve="cg",
+                                   max_cg=cg_steps)
+
+    def residual(x):
+        return float(jnp.linalg.norm(coupled_block_matvec(blocks, coupling, selector, x) - rhs)
+                     / jnp.linalg.norm(rhs))
+
+    assert residual(unsolved) > 100 * tol  # the first cg_steps do not solve it
+    x = coupled_block_solve(blocks, coupling, selector, rhs, tol=tol, cg_steps=cg_steps)
+    exact = np.linalg.solve(np.asarray(coupled_block_system(blocks, coupling, selector)),
+                            np.asarray(rhs).ravel())
+    assert residual(x) <= tol
+    if path == "cg":
+        assert residual(x) > 1e-12
+        np.testing.assert_allclose(np.asarray(x).ravel(), exact, rtol=0, atol=1e-5)
+    else:
+        assert residual(x) <= 1e-12
+        np.testing.assert_allclose(np.asarray(x).ravel(), exact, rtol=0, atol=1e-9)
