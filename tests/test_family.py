@@ -309,6 +309,21 @@ def test_glmtl_final_omega_step_is_certified(reg):
     assert not bad.converged
 
 
+def test_glmtl_unconverged_warning_reports_the_last_omega_steps_residual(reg):
+    """An alternation stopped unconverged (here at max_iter, with the early, inexact Ω-steps)
+    says in its warning how far its last Ω-step is from exact: the certificate's relative KKT
+    residual of the returned P at the returned W."""
+    member = F.SparsePrecision(lam2=0.05)
+    with pytest.warns(ConvergenceWarning, match="stopped unconverged after 2") as caught:
+        res = F.fit_family(reg, member, LAM, max_iter=2)
+    assert not res.converged
+    message = next(str(w.message) for w in caught if "unconverged" in str(w.message))
+    reported = float(message.split("last Ω-step's relative KKT residual ")[1])
+    gram = jnp.asarray(res.W.T @ res.W)
+    expected = float(member.omega_residual(gram, LAM, reg.n_features, jnp.asarray(res.state)))
+    assert np.isclose(reported, expected, rtol=1e-2)
+
+
 def _glasso_objective(S, alpha, P):
     return np.sum(S * P) - np.linalg.slogdet(P)[1] + alpha * np.abs(P).sum()
 

@@ -272,8 +272,12 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
                           stacklevel=2)
     elif not converged:
         why = f"after {it} outer iterations" + (" (time limit)" if it < max_iter else "")
+        # the last Ω-step need not be exact here (an early, inexact one; or one stopped at
+        # round-off, which a converged fit would solve again): say how far it is
+        last = ("" if certify is None or gram is None else
+                f", last Ω-step's relative KKT residual {float(certify(gram, lam, d, state)):.2e}")
         warnings.warn(f"{member.name}: alternating MAP stopped unconverged {why}; relative W "
-                      f"change {change:.2e}, last relative change of F {relative:.2e}",
+                      f"change {change:.2e}, last relative change of F {relative:.2e}{last}",
                       ConvergenceWarning,
                       stacklevel=2)
     P = member.precision(state)
