@@ -395,8 +395,9 @@ def gaussian_w_step(term: GaussianTerm, precision, ridge, W0, b0, tol=1e-13, max
     """Exact minimiser over (W, b) of L(W, b) + ½ tr(W P Wᵀ) + (ρ/2)‖W‖² for the Gaussian
     ``term`` and a task precision P (m, m): the linear system blockdiag(H_i) + (P + ρI) ⊗ E
     (E on w, not b) by :func:`~bayesmtl.inference.solvers.coupled_block_solve` (block-Jacobi
-    CG to relative residual ``tol``; a small system that CG does not solve in 250 steps, e.g.
-    with a nearly singular P, is factored, a large one gets 20 steps per unknown; with
+    CG to relative residual ``tol``; a small system that CG does not solve in 250 steps, nor
+    at its rate so far within 750 more, e.g. with a nearly singular P, is factored, a large
+    one gets 20 steps per unknown; with
     ``max_cg``, CG alone for at most that many steps). Without intercept (d × d blocks) b is
     zero."""
     d, m = W0.shape

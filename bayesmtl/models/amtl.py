@@ -303,8 +303,9 @@ def w_step(theta0, B, arrays: TaskArrays, lam, mu, loss: str, d: int,
     :func:`~bayesmtl.inference.solvers.coupled_block_solve`: conjugate gradients
     preconditioned with the per-task diagonal blocks (relative residual 1e-12); with
     ``solve="auto"`` and m·D ≤ ``solvers.DENSE_SYSTEM_MAX``, a system CG has not solved to relative
-    residual 1e-10 in ``CG_BEFORE_FACTORING`` steps is factored instead (Cholesky of the
-    (mD, mD) matrix, :func:`newton_system`); larger systems get up to 10 mD CG steps.
+    residual 1e-10 in ``CG_BEFORE_FACTORING`` steps (nor, at its rate so far, within
+    ``CG_MORE`` times as many more) is factored instead (Cholesky of the (mD, mD) matrix,
+    :func:`newton_system`); larger systems get up to 10 mD CG steps.
     ``solve="cg"`` / ``"factor"`` force one method (tests). Well-conditioned systems stay on
     CG (Synthetic-pos, m·D = 3100: 0.3–1 s per alternation, 8–13 s if always factored). The
     factorisation matters on drifting logistic problems (see "Existence of the MAP"): as the
