@@ -432,15 +432,22 @@ def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
         return cg(x0, 20 * m * D if max_cg is None else max_cg)
     scale = jnp.maximum(jnp.linalg.norm(rhs), 1e-300)
     accept = tol if accept_tol is None else accept_tol
-    start = jnp.linalg.norm(matvec(x0) - rhs) / scale
+
+    def residual(x):  # relative
+        return jnp.linalg.norm(matvec(x) - rhs) / scale
+
+    def go_on(x):
+        x = cg(x, CG_MORE * cg_steps)
+        return x, residual(x)
+
+    start = residual(x0)
     x = cg(x0, cg_steps)
-    reached = jnp.linalg.norm(matvec(x) - rhs) / scale
+    reached = residual(x)
     # steps still needed at the rate so far (reached / start per cg_steps, geometric)
     needed = cg_steps * jnp.log(reached / accept) / jnp.log(start / jnp.maximum(reached, 1e-300))
     more = (reached > accept) & (reached < start) & (needed <= CG_MORE * cg_steps)
-    x = jax.lax.cond(more, lambda x: cg(x, CG_MORE * cg_steps), lambda x: x, x)
-    solved = jnp.linalg.norm(matvec(x) - rhs) <= accept * scale
-    return jax.lax.cond(solved, lambda x: x, factored, x)
+    x, reached = jax.lax.cond(more, go_on, lambda x: (x, reached), x)
+    return jax.lax.cond(reached <= accept, lambda x: x, factored, x)
 
 
 # ----------------------------------------------------------------------------- projected Newton
