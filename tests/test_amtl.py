@@ -177,6 +177,32 @@ def test_w_step_reaches_the_optimum_of_problem_2(kind, solve, cg_steps, monkeypa
     np.testing.assert_allclose(np.asarray(theta).ravel(), reference.x, atol=1e-4)
 
 
+def test_squared_w_step_shares_one_factor_and_can_skip_cg(monkeypatch):
+    """Squared loss: the W-step without its CG attempt (``try_cg=False``, what the
+    alternation passes after a factored step) factors once and lands where the forced
+    factorisation and CG do; with CG first on a system CG solves it reports no factoring, and
+    with a one-step CG budget it reports the factorisation."""
+    data = make_tasks(4, "regression")
+    m, d = data.n_tasks, data.n_features
+    B = jnp.asarray(random_graph(np.random.default_rng(5), m))
+    arrays = A.task_arrays(data, "amtl", True)
+    theta0 = jnp.zeros((m, d + 1))
+    args = (theta0, B, arrays, 0.3, 0.5, "squared", d)
+    by_factor = A.w_step(*args, solve="factor")
+    by_cg = A.w_step(*args, solve="cg")
+    skipped, factored = A.w_step(*args, try_cg=jnp.asarray(False), full=True)
+    assert bool(factored)
+    np.testing.assert_allclose(skipped, by_factor, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(skipped, by_cg, rtol=0, atol=1e-8)
+    theta, factored = A.w_step(*args, try_cg=jnp.asarray(True), full=True)
+    assert not bool(factored)
+    np.testing.assert_allclose(theta, by_cg, rtol=0, atol=1e-8)
+    monkeypatch.setattr(A, "CG_BEFORE_FACTORING", 1)
+    theta, factored = A.w_step(*args, full=True)
+    assert bool(factored)
+    np.testing.assert_allclose(theta, by_factor, rtol=0, atol=1e-10)
+
+
 def test_newton_system_is_the_hessian_of_problem_2():
     """newton_system assembles blockdiag + coupling ⊗ diag(E) in θ's raveled order (checked
     against jax.hessian of problem (2))."""

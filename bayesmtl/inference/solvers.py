@@ -270,7 +270,7 @@ def after(x, *done):
     return x + zero.astype(x.dtype)
 
 
-def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False):
+def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False, first=None):
     """Damped Newton loop with Armijo backtracking: the package's unconstrained Newton loop
     (:func:`projected_newton` is its counterpart on a set with an easy projection).
 
@@ -282,6 +282,7 @@ def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False):
     raise ``value`` (so the decrement that certified x also bounds the returned point's
     error, and the point is as accurate as one more step makes it). Exact in one step for a
     quadratic. Jit- and vmap-able. ``full=True`` returns ``(x, n_steps, converged)``.
+    ``first``: ``direction(x0)`` where the caller has it already.
     """
 
     def small(f, slope):
@@ -307,7 +308,8 @@ def damped_newton(value, direction, x0, *, max_iter=50, tol=1e-14, full=False):
         return (it < max_iter) & ~stalled & jnp.isfinite(slope) & ~small(f, slope)
 
     f0 = value(x0)
-    delta0, slope0 = direction(after(x0, f0))  # value and direction may both factor (after)
+    # value and direction may both factor (after)
+    delta0, slope0 = direction(after(x0, f0)) if first is None else first
     x, f, delta, slope, n_steps, stalled = jax.lax.while_loop(
         cond, step, (x0, f0, delta0, slope0, jnp.asarray(0), jnp.asarray(False)))
     converged = ~stalled & jnp.isfinite(slope) & jnp.isfinite(f) & small(f, slope)
@@ -397,49 +399,71 @@ def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
     Larger systems get ``max_cg`` CG steps (default 20 mD).
     ``solve="cg"`` / ``"factor"`` force one method. A failed factorisation (non-finite)
     returns the CG iterate. Jit-able (``solve``, ``cg_steps``, ``max_cg`` and ``dense_max``
-    must be static).
+    must be static). :func:`coupled_block_attempt` and :func:`coupled_block_factor` are its
+    two halves, for a caller that solves several systems with one matrix.
     """
     m, D, _ = blocks.shape
     if solve not in ("auto", "cg", "factor"):
         raise ValueError(f"solve must be 'auto', 'cg' or 'factor'; got {solve!r}")
     may_factor = solve == "auto" and m * D <= dense_max
+    if solve == "cg" or not may_factor and solve != "factor":
+        return _block_cg(blocks, coupling, selector, rhs, x0, tol, jitter,
+                         20 * m * D if max_cg is None else max_cg)
+    if solve == "factor":
+        x = _block_preconditioner(blocks, coupling, selector, rhs, jitter)(rhs) if x0 is None \
+            else x0
+        solved = jnp.asarray(False)
+    else:
+        x, solved = coupled_block_attempt(blocks, coupling, selector, rhs, x0, tol=tol,
+                                          cg_steps=cg_steps, jitter=jitter,
+                                          accept_tol=accept_tol)
+
+    def factored(fallback):
+        L = coupled_block_factor(after(blocks, fallback), coupling, selector, jitter)
+        return factor_solve(L, rhs, fallback)
+
+    return jax.lax.cond(solved, lambda x: x, factored, x)
+
+
+def _block_preconditioner(blocks, coupling, selector, rhs, jitter):
+    """r ↦ the block-Jacobi solve (the diagonal blocks with the coupling's diagonal)."""
+    D = blocks.shape[1]
     diag = blocks + jnp.diag(coupling)[:, None, None] * jnp.diag(selector)[None]
     # factored after rhs: blocks that do not change inside a caller's loop (squared loss) would
     # be hoisted out of it, next to the caller's other factorisations (see after)
     chol = jnp.linalg.cholesky(after(diag, rhs) + jitter * jnp.eye(D))
+    return lambda r: jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(chol, r)
 
-    def precond(r):
-        return jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(chol, r)
 
-    def matvec(x):
-        return coupled_block_matvec(blocks, coupling, selector, x) + jitter * x
-
-    def factored(fallback):
-        H = after(coupled_block_system(blocks, coupling, selector), fallback) \
-            + jitter * jnp.eye(m * D)
-        x = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(H), True), rhs.ravel())
-        x = x.reshape(m, D)
-        return jnp.where(jnp.all(jnp.isfinite(x)), x, fallback)
-
-    def cg(x, steps):
-        return jax.scipy.sparse.linalg.cg(matvec, rhs, x0=x, M=precond, tol=tol,
-                                          maxiter=steps)[0]
-
+def _block_cg(blocks, coupling, selector, rhs, x0, tol, jitter, steps, precond=None):
+    precond = precond or _block_preconditioner(blocks, coupling, selector, rhs, jitter)
     x0 = precond(rhs) if x0 is None else x0
-    if solve == "factor":
-        return factored(x0)
-    if not may_factor:
-        return cg(x0, 20 * m * D if max_cg is None else max_cg)
+    return jax.scipy.sparse.linalg.cg(
+        lambda x: coupled_block_matvec(blocks, coupling, selector, x) + jitter * x, rhs,
+        x0=x0, M=precond, tol=tol, maxiter=steps)[0]
+
+
+def coupled_block_attempt(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
+                          cg_steps=CG_BEFORE_FACTORING, jitter=0.0, accept_tol=None):
+    """CG's half of :func:`coupled_block_solve`: (x (m, D), solved), ``solved`` where the
+    relative residual reached ``accept_tol`` (default ``tol``) in ``cg_steps`` steps, or in
+    up to ``CG_MORE`` times as many more where CG's rate so far predicted it would."""
+    precond = _block_preconditioner(blocks, coupling, selector, rhs, jitter)
     scale = jnp.maximum(jnp.linalg.norm(rhs), 1e-300)
     accept = tol if accept_tol is None else accept_tol
 
     def residual(x):  # relative
-        return jnp.linalg.norm(matvec(x) - rhs) / scale
+        return jnp.linalg.norm(coupled_block_matvec(blocks, coupling, selector, x) + jitter * x
+                               - rhs) / scale
+
+    def cg(x, steps):
+        return _block_cg(blocks, coupling, selector, rhs, x, tol, jitter, steps, precond)
 
     def go_on(x):
         x = cg(x, CG_MORE * cg_steps)
         return x, residual(x)
 
+    x0 = precond(rhs) if x0 is None else x0
     start = residual(x0)
     x = cg(x0, cg_steps)
     reached = residual(x)
@@ -447,7 +471,21 @@ def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
     needed = cg_steps * jnp.log(reached / accept) / jnp.log(start / jnp.maximum(reached, 1e-300))
     more = (reached > accept) & (reached < start) & (needed <= CG_MORE * cg_steps)
     x, reached = jax.lax.cond(more, go_on, lambda x: (x, reached), x)
-    return jax.lax.cond(reached <= accept, lambda x: x, factored, x)
+    return x, reached <= accept
+
+
+def coupled_block_factor(blocks, coupling, selector, jitter=0.0):
+    """Lower Cholesky factor (mD, mD) of :func:`coupled_block_system` + jitter·I (non-finite
+    where the matrix is not numerically positive definite)."""
+    m, D, _ = blocks.shape
+    H = coupled_block_system(blocks, coupling, selector) + jitter * jnp.eye(m * D)
+    return jnp.linalg.cholesky(H)
+
+
+def factor_solve(L, rhs, fallback):
+    """x (m, D) with L Lᵀ vec x = vec rhs, or ``fallback`` where that is not finite."""
+    x = jax.scipy.linalg.cho_solve((L, True), rhs.ravel()).reshape(rhs.shape)
+    return jnp.where(jnp.all(jnp.isfinite(x)), x, fallback)
 
 
 # ----------------------------------------------------------------------------- projected Newton
