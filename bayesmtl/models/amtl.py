@@ -62,6 +62,17 @@ without bound and the alternation does not meet its tolerance. :func:`fit_amtl` 
 its warning when it stops unconverged with every task separated; use a larger λ, fewer
 features, or read the capped fit as early stopping (as on the GAMTL Synthetic set, n = 2d:
 all 100 tasks separated, ‖W‖ 29 → 627 over 12 alternations at λ = 0.01, μ = 0.1).
+
+Squared loss with more tasks than features: most columns of W then lie in the cone of the
+others, so W ≈ WB costs little ℓ1 mass, and the prior holds W only where I - B is well
+conditioned. Where I - B turns singular, the W-step's Hessian is singular on
+{V : X̃_t v_t = 0 for every t, V(I - B) = 0}: directions that no training row sees and the
+reconstruction does not penalise. On School (139 tasks, 27 features of rank 23, each task's
+rows of rank 5–15 for 28 coefficients; λ = 1, μ = 0.1) Algorithm 1 drifts into them: ‖W‖
+4.9e3 → 8.8e5 from 20 to 250 outer iterations, the smallest singular value of I - B 1e-11,
+F still decreasing, and the test RMSE 10.25 → 23.3 (benchmarks/README.md). The MAP then looks
+unattained (not proved), and the iteration count acts as a hyperparameter. :func:`fit_amtl`
+says so in its warning when it stops unconverged with I - B numerically singular.
 """
 
 from __future__ import annotations
@@ -743,6 +754,26 @@ def _initial_theta(data, init, fit_intercept, variant):
     return theta, B
 
 
+#: I - B counts as numerically singular below this ratio of its extreme singular values
+SINGULAR_TRANSFER = 1e-8
+
+
+def singular_transfer_hint(B) -> str:
+    """The unconverged warning's hint for a squared-loss fit whose I - B (B (m, m)) is
+    numerically singular ("" otherwise): the prior then leaves W free where the training
+    rows do not determine it (module docstring, "Squared loss with more tasks than
+    features")."""
+    B = np.asarray(zero_diagonal(jnp.asarray(B)))
+    sigma = np.linalg.svd(np.eye(B.shape[0]) - B, compute_uv=False)
+    ratio = sigma[-1] / sigma[0]
+    if not ratio <= SINGULAR_TRANSFER:
+        return ""
+    return (f"; I - B is numerically singular (smallest singular value {ratio:.1e} of the "
+            "largest), so the reconstruction prior no longer holds W in directions that the "
+            "training rows leave open and ‖W‖ may keep growing (see the module docstring): "
+            "raise λ or read this fit as early stopping")
+
+
 def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
              loss: str | None = None, *, fit_intercept: bool = True, max_iter: int = 300,
              tol: float = 1e-8, init=None, extrapolation: float = 0.5,
@@ -819,6 +850,8 @@ def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
                 hint = ("; every task's training rows are separated by the current W, so the "
                         "MAP may not exist (the objective decreases along growing ‖W‖; see "
                         "the module docstring): raise λ or read this fit as early stopping")
+            elif loss == "squared":
+                hint = singular_transfer_hint(B)
             warnings.warn(f"AMTL alternation stopped after {n_iter} iterations"
                           f"{' (time limit)' if timed_out else ''} without a "
                           f"relative objective change below {tol} and a relative W-step "
