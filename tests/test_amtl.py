@@ -29,6 +29,7 @@ from bayesmtl.errors import (
 )
 from bayesmtl.inference.map import neg_log_joint
 from bayesmtl.models import amtl as A
+from bayesmtl.models.reconstruction import SparseReconstruction, singular_span_hint
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -203,17 +204,18 @@ def test_squared_w_step_shares_one_factor_and_can_skip_cg(monkeypatch):
     np.testing.assert_allclose(theta, by_factor, rtol=0, atol=1e-10)
 
 
-def test_singular_transfer_hint_names_a_singular_i_minus_b():
-    """The squared-loss drift hint fires where I - B is singular (every column of B sums to
-    one: 1ᵀ(I - B) = 0) and not where it is well conditioned."""
+def test_singular_span_hint_names_a_singular_i_minus_b():
+    """The drift hint of AMTL and the reconstruction member fires where I - B is singular
+    (every column of B sums to one: 1ᵀ(I - B) = 0) and not where it is well conditioned."""
     m = 5
     B = (np.ones((m, m)) - np.eye(m)) / (m - 1)
-    hint = A.singular_transfer_hint(B)
-    assert "numerically singular" in hint and "early stopping" in hint
-    assert A.singular_transfer_hint(np.zeros((m, m))) == ""
-    assert A.singular_transfer_hint(0.5 * B) == ""
-    assert A.singular_transfer_hint((1 - 1e-6) * B) == ""  # smallest singular value 1e-6
-    assert A.singular_transfer_hint((1 - 1e-10) * B) != ""
+    hint = singular_span_hint(B, "B")
+    assert "I - B is numerically singular" in hint and "early stopping" in hint
+    assert singular_span_hint(np.zeros((m, m))) == ""
+    assert singular_span_hint(0.5 * B) == ""
+    assert singular_span_hint((1 - 1e-6) * B) == ""  # smallest singular value 1e-6
+    assert singular_span_hint((1 - 1e-10) * B) != ""
+    assert SparseReconstruction().drift_hint(B) == singular_span_hint(B)
 
 
 def test_newton_system_is_the_hessian_of_problem_2():

@@ -324,6 +324,23 @@ def test_glmtl_unconverged_warning_reports_the_last_omega_steps_residual(reg):
     assert np.isclose(reported, expected, rtol=1e-2)
 
 
+def test_reconstruction_unconverged_warning_carries_its_drift_hint(reg, monkeypatch):
+    """An unconverged reconstruction fit appends the member's drift hint for its returned A
+    (here a marker; the singular-I - A check itself is tested in test_amtl.py)."""
+    member = F.SparseReconstruction(lam2=0.05, zero_diagonal=True)
+    seen = []
+    monkeypatch.setattr(F.SparseReconstruction, "drift_hint",
+                        lambda self, state: seen.append(np.asarray(state)) or "; MARKER")
+    with pytest.warns(ConvergenceWarning, match="stopped unconverged after 2") as caught:
+        res = F.fit_family(reg, member, LAM, max_iter=2)
+    message = next(str(w.message) for w in caught if "unconverged" in str(w.message))
+    assert message.endswith("; MARKER")
+    np.testing.assert_array_equal(seen[-1], res.state)
+    monkeypatch.undo()
+    singular = (np.ones((reg.n_tasks,) * 2) - np.eye(reg.n_tasks)) / (reg.n_tasks - 1)
+    assert "I - A is numerically singular" in member.drift_hint(singular)
+
+
 def _glasso_objective(S, alpha, P):
     return np.sum(S * P) - np.linalg.slogdet(P)[1] + alpha * np.abs(P).sum()
 

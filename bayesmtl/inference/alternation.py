@@ -276,6 +276,8 @@ def fit_family(data: MultiTaskData, member: OmegaPrior, lam: float = 1.0, *,
         # round-off, which a converged fit would solve again): say how far it is
         last = ("" if certify is None or gram is None else
                 f", last Ω-step's relative KKT residual {float(certify(gram, lam, d, state)):.2e}")
+        drift = getattr(member, "drift_hint", None)  # members whose MAP may drift
+        last += "" if drift is None else drift(state)
         warnings.warn(f"{member.name}: alternating MAP stopped unconverged {why}; relative W "
                       f"change {change:.2e}, last relative change of F {relative:.2e}{last}",
                       ConvergenceWarning,

@@ -111,7 +111,7 @@ from ..inference.solvers import (
     row_coordinate_descent,
 )
 from .losses import LOSSES, linear_predictor
-from .reconstruction import reconstruction_residual, zero_diagonal
+from .reconstruction import reconstruction_residual, singular_span_hint, zero_diagonal
 
 __all__ = ["VARIANTS", "AMTLResult", "amtl_objective", "amtl_map_model", "amtl_model",
            "map_model_inputs", "transfer_graph_step", "fit_amtl", "fit_stl", "predict_amtl",
@@ -754,26 +754,6 @@ def _initial_theta(data, init, fit_intercept, variant):
     return theta, B
 
 
-#: I - B counts as numerically singular below this ratio of its extreme singular values
-SINGULAR_TRANSFER = 1e-8
-
-
-def singular_transfer_hint(B) -> str:
-    """The unconverged warning's hint for a squared-loss fit whose I - B (B (m, m)) is
-    numerically singular ("" otherwise): the prior then leaves W free where the training
-    rows do not determine it (module docstring, "Squared loss with more tasks than
-    features")."""
-    B = np.asarray(zero_diagonal(jnp.asarray(B)))
-    sigma = np.linalg.svd(np.eye(B.shape[0]) - B, compute_uv=False)
-    ratio = sigma[-1] / sigma[0]
-    if not ratio <= SINGULAR_TRANSFER:
-        return ""
-    return (f"; I - B is numerically singular (smallest singular value {ratio:.1e} of the "
-            "largest), so the reconstruction prior no longer holds W in directions that the "
-            "training rows leave open and ‖W‖ may keep growing (see the module docstring): "
-            "raise λ or read this fit as early stopping")
-
-
 def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
              loss: str | None = None, *, fit_intercept: bool = True, max_iter: int = 300,
              tol: float = 1e-8, init=None, extrapolation: float = 0.5,
@@ -851,7 +831,7 @@ def fit_amtl(data: MultiTaskData, lam: float, mu: float, variant: str = "amtl",
                         "MAP may not exist (the objective decreases along growing ‖W‖; see "
                         "the module docstring): raise λ or read this fit as early stopping")
             elif loss == "squared":
-                hint = singular_transfer_hint(B)
+                hint = singular_span_hint(zero_diagonal(B), "B")
             warnings.warn(f"AMTL alternation stopped after {n_iter} iterations"
                           f"{' (time limit)' if timed_out else ''} without a "
                           f"relative objective change below {tol} and a relative W-step "

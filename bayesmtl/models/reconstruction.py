@@ -32,6 +32,33 @@ def reconstruction_residual(W, B):
     return W - reconstruction(W, B)
 
 
+#: I - A counts as numerically singular below this ratio of its extreme singular values
+SINGULAR_SPAN = 1e-8
+
+
+def singular_span_hint(A, symbol: str = "A") -> str:
+    """Hint for the unconverged warning of a fit with the prior (λ/2)‖W - WA‖²_F whose I - A
+    (A (m, m) as given: zero AMTL's diagonal first) is numerically singular, "" otherwise.
+
+    With more tasks than features most columns of W lie in the span (AMTL: the cone) of the
+    others, so W ≈ WA costs little ℓ1 mass; where I - A turns singular, the W-step's Hessian
+    is singular on {V : X̃_t v_t = 0 for every t, V(I - A) = 0}, directions that no training
+    row sees and the prior does not penalise, and the fit drifts into them (School: AMTL's
+    ‖W‖ 4.9e3 → 8.8e5 over 20 → 250 outer iterations, test RMSE 10.25 → 23.3; the
+    reconstruction member's with zero diagonal 10.37 → 11.72 over 20 → 300;
+    benchmarks/README.md).
+    """
+    A = np.asarray(A)
+    sigma = np.linalg.svd(np.eye(A.shape[0]) - A, compute_uv=False)
+    ratio = sigma[-1] / sigma[0]
+    if not ratio <= SINGULAR_SPAN:
+        return ""
+    return (f"; I - {symbol} is numerically singular (smallest singular value {ratio:.1e} of "
+            "the largest), so the reconstruction prior no longer holds W in directions that the "
+            "training rows leave open and ‖W‖ may keep growing: raise λ or read this fit as "
+            "early stopping")
+
+
 @dataclass(frozen=True)
 class SparseReconstruction(OmegaPrior):
     r"""Sparse linear span (table row [19], supplement eq. (9)): Ω⁻¹ = (I - A)(I - A)ᵀ,
@@ -54,7 +81,11 @@ class SparseReconstruction(OmegaPrior):
     an ℓ1 cost of only λ₂. For a logistic task whose classes are linearly separable, the path
     ‖w_i‖ → ∞, (1 - A_ii)‖w_i‖ → 0 sends the task's loss and coupling to 0 at ℓ1 cost → λ₂,
     so for small λ₂ the MAP need not exist and the alternation drifts (as on the MNIST
-    one-vs-rest tasks at λ₂ = 1e-3). Use ``zero_diagonal=True`` or a larger λ₂ there.
+    one-vs-rest tasks at λ₂ = 1e-3). Use ``zero_diagonal=True`` or a larger λ₂ there. With
+    the squared loss and more tasks than features, I - A drifts towards singular while ‖W‖
+    grows (School, λ = 1, λ₂ = 0.1: test RMSE 10.37 → 11.72 over 20 → 300 outer iterations
+    with zero diagonal; :func:`singular_span_hint`, which an unconverged fit's warning
+    appends).
     """
 
     lam2: float = 1.0
@@ -82,6 +113,10 @@ class SparseReconstruction(OmegaPrior):
         del previous_gram
         return reconstruction_step(gram, lam, self.lam2, state, self._mask(gram.shape[0]),
                                    rank=d)
+
+    def drift_hint(self, state) -> str:
+        """The unconverged warning's hint (:func:`singular_span_hint`) for state A."""
+        return singular_span_hint(state)
 
     def penalty(self, state, lam, d):
         del lam, d
