@@ -405,8 +405,7 @@ def coupled_block_solve(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
     m, D, _ = blocks.shape
     if solve not in ("auto", "cg", "factor"):
         raise ValueError(f"solve must be 'auto', 'cg' or 'factor'; got {solve!r}")
-    may_factor = solve == "auto" and m * D <= dense_max
-    if solve == "cg" or not may_factor and solve != "factor":
+    if solve == "cg" or solve == "auto" and m * D > dense_max:
         return _block_cg(blocks, coupling, selector, rhs, x0, tol, jitter,
                          20 * m * D if max_cg is None else max_cg)
     if solve == "factor":
@@ -435,12 +434,16 @@ def _block_preconditioner(blocks, coupling, selector, rhs, jitter):
     return lambda r: jax.vmap(lambda L, ri: jax.scipy.linalg.cho_solve((L, True), ri))(chol, r)
 
 
+def _block_operator(blocks, coupling, selector, jitter):
+    """x ↦ the matrix of :func:`coupled_block_solve` (jitter included) times x."""
+    return lambda x: coupled_block_matvec(blocks, coupling, selector, x) + jitter * x
+
+
 def _block_cg(blocks, coupling, selector, rhs, x0, tol, jitter, steps, precond=None):
     precond = precond or _block_preconditioner(blocks, coupling, selector, rhs, jitter)
     x0 = precond(rhs) if x0 is None else x0
-    return jax.scipy.sparse.linalg.cg(
-        lambda x: coupled_block_matvec(blocks, coupling, selector, x) + jitter * x, rhs,
-        x0=x0, M=precond, tol=tol, maxiter=steps)[0]
+    return jax.scipy.sparse.linalg.cg(_block_operator(blocks, coupling, selector, jitter), rhs,
+                                      x0=x0, M=precond, tol=tol, maxiter=steps)[0]
 
 
 def coupled_block_attempt(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12,
@@ -452,9 +455,10 @@ def coupled_block_attempt(blocks, coupling, selector, rhs, x0=None, *, tol=1e-12
     scale = jnp.maximum(jnp.linalg.norm(rhs), 1e-300)
     accept = tol if accept_tol is None else accept_tol
 
+    matvec = _block_operator(blocks, coupling, selector, jitter)
+
     def residual(x):  # relative
-        return jnp.linalg.norm(coupled_block_matvec(blocks, coupling, selector, x) + jitter * x
-                               - rhs) / scale
+        return jnp.linalg.norm(matvec(x) - rhs) / scale
 
     def cg(x, steps):
         return _block_cg(blocks, coupling, selector, rhs, x, tol, jitter, steps, precond)
