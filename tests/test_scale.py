@@ -43,6 +43,24 @@ def test_streamed_moments_equal_one_pass():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("block_rows", [1, 4, 65536])
+def test_chunk_without_some_tasks_adds_only_its_own(monkeypatch, block_rows):
+    """A streamed chunk that lacks tasks (first, middle and last) leaves their moments alone,
+    and a task whose rows span several copy blocks is summed over all of them."""
+    monkeypatch.setattr(stats, "_BLOCK_ROWS", block_rows)
+    rng = np.random.default_rng(4)
+    task = np.array([1, 1, 1, 1, 1, 3, 1, 3, 3])  # unsorted; tasks 0, 2 and 4 absent
+    X, y = rng.normal(size=(9, 2)), rng.normal(size=9)
+    start = stats.TaskMoments.zeros(5, 2)
+    start.gram[:] = 1.0
+    out = start.update(X, y, task)
+    for i in range(5):
+        A = _augmented(X[task == i])
+        np.testing.assert_allclose(out.gram[i], 1.0 + A.T @ A, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(out.cross[i], A.T @ y[task == i], rtol=1e-12, atol=1e-12)
+    assert np.all(start.gram == 1.0)  # update returns new moments
+
+
 def test_gaussian_term_loss_equals_row_loss():
     """The quadratic data loss from the moments equals Σ_j w_j (y_j - f_j)²/(2σ²) on the rows,
     with and without intercepts, for both loss scales."""
@@ -431,3 +449,4 @@ def test_task_statistics_merge_save_load(tmp_path):
     write_model(tmp_path / "other", {"kind": "model", "params": {}}, {"W": np.zeros(2)})
     with pytest.raises(ModelFileError, match="does not hold"):
         TaskStatistics.load(tmp_path / "other")
+

@@ -63,32 +63,46 @@ def accumulate(moments: TaskMoments, X, y, task) -> None:
     if np.any(task[1:] < task[:-1]):
         order = np.argsort(task, kind="stable")
         X, y, task = X[order], y[order], task[order]
-    bounds = np.flatnonzero(np.diff(task)) + 1
-    gram, cross, yy = moments
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(task)], strict=True):
-        if hi > lo:
-            g, c, s = _block_moments(X[lo:hi], y[lo:hi])
-            i = task[lo]
-            gram[i] += g
-            cross[i] += c
-            yy[i] += s
+    m = moments.gram.shape[0]
+    _add_segments(moments, _segment_moments(X, y, np.searchsorted(task, np.arange(m + 1))))
 
 
-#: rows per block of :func:`_block_moments` (bounds the temporary copy with the ones column)
+#: rows per block of :func:`_segment_moments` (bounds the temporary copy with the ones column)
 _BLOCK_ROWS = 65536
 
 
-def _block_moments(X, y):
-    """(x̃ᵀx̃ (D, D), x̃ᵀy (D,), yᵀy) of one task's rows: in blocks of rows, one BLAS product
-    ZᵀZ of Z = (X, 1, y) per block (the copy is bounded by the block size)."""
-    d = X.shape[1]
-    total = np.zeros((d + 2, d + 2))
-    for lo in range(0, len(y), _BLOCK_ROWS):
-        Xb, yb = X[lo:lo + _BLOCK_ROWS], y[lo:lo + _BLOCK_ROWS]
-        Z = np.empty((len(yb), d + 2))
-        Z[:, :d], Z[:, d], Z[:, d + 1] = Xb, 1.0, yb
-        total += Z.T @ Z
-    return total[:d + 1, :d + 1], total[:d + 1, d + 1], float(total[d + 1, d + 1])
+def _segment_moments(X, y, offsets):
+    """(m, d+2, d+2): Σ z zᵀ over the rows ``offsets[i]:offsets[i+1]`` of each task i, with
+    z = (x, 1, y), for rows sorted by task (X (N, d), y (N,), offsets (m+1,) nondecreasing).
+
+    The rows are copied into Z = (X, 1, y) in blocks of ``_BLOCK_ROWS`` (the copy stays
+    bounded), and each task's part of a block is one BLAS product ZᵢᵀZᵢ."""
+    N, d = X.shape
+    offsets = [int(o) for o in offsets]
+    total = np.zeros((len(offsets) - 1, d + 2, d + 2))
+    task = 0
+    for lo in range(0, N, _BLOCK_ROWS):
+        hi = min(lo + _BLOCK_ROWS, N)
+        Z = np.empty((hi - lo, d + 2))
+        Z[:, :d], Z[:, d], Z[:, d + 1] = X[lo:hi], 1.0, y[lo:hi]
+        while task < len(offsets) - 1 and offsets[task] < hi:
+            a, b = max(offsets[task], lo) - lo, min(offsets[task + 1], hi) - lo
+            if b > a:
+                Zi = Z[a:b]
+                total[task] += Zi.T @ Zi
+            if offsets[task + 1] > hi:  # the task goes on in the next block
+                break
+            task += 1
+    return total
+
+
+def _add_segments(moments: TaskMoments, total) -> None:
+    """Add :func:`_segment_moments`' (m, d+2, d+2) products to ``moments`` in place."""
+    gram, cross, yy = moments
+    D = gram.shape[1]
+    gram += total[:, :D, :D]
+    cross += total[:, :D, D]
+    yy += total[:, D, D]
 
 
 def task_moments(data: MultiTaskData) -> TaskMoments:
@@ -100,14 +114,13 @@ def task_moments(data: MultiTaskData) -> TaskMoments:
     cache = data._cache
     if "moments" not in cache:
         m, d = data.n_tasks, data.n_features
+        moments = TaskMoments.zeros(m, d)
         if np.all(np.diff(data.task) >= 0):
-            moments = TaskMoments.zeros(m, d)
-            gram, cross, yy = moments
-            for i in range(m):
-                rows = data.task_slice(i)
-                gram[i], cross[i], yy[i] = _block_moments(data.X[rows], data.y[rows])
+            offsets = np.concatenate([[0], np.cumsum(data.n_per_task)])
+            _add_segments(moments, _segment_moments(np.asarray(data.X, np.float64),
+                                                    np.asarray(data.y, np.float64), offsets))
         else:
-            moments = TaskMoments.zeros(m, d).update(data.X, data.y, data.task)
+            accumulate(moments, data.X, data.y, data.task)
         cache["moments"] = moments
     return cache["moments"]
 
@@ -156,9 +169,9 @@ def gaussian_term(moments: TaskMoments, task_weights, noise: float,
     gram, cross = moments.gram, moments.cross
     if not fit_intercept:
         gram, cross = gram[:, :-1, :-1], cross[:, :-1]
-    c_jax = jnp.asarray(c)
-    return GaussianTerm(jnp.asarray(gram) * c_jax[:, None, None],
-                        jnp.asarray(cross) * c_jax[:, None], jnp.asarray(0.5 * c @ moments.yy))
+    # scaled on the host: one transfer per array instead of a dispatch per operation
+    return GaussianTerm(jnp.asarray(gram * c[:, None, None]), jnp.asarray(cross * c[:, None]),
+                        jnp.asarray(0.5 * c @ moments.yy))
 
 
 def resolve_noise(noise) -> float:
