@@ -338,7 +338,7 @@ def profile_admm(term: GaussianTerm, ridge, prox, penalty, args, W0, b0, max_ite
         gram = jnp.where(mask[:, None] & mask[None, :], s.gram, jnp.eye(k))
         gram = gram + 1e-10 * jnp.trace(gram) / k * jnp.eye(k)
         gamma = jnp.linalg.solve(gram, jnp.where(mask, s.dG @ g, 0.0))
-        anderson = s.tx - s.dX.T @ gamma - s.dG.T @ gamma
+        anderson = s.tx - gamma @ s.dX - gamma @ s.dG  # not dX.T @ γ: no transposed copy
         candidate = jnp.where(plain | (count == 0), s.tx, anderson)
         tx, W, b, primal, dual, f_new = admm_map(candidate, s.rho)
         g_new = tx - candidate
