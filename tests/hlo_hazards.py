@@ -93,6 +93,33 @@ def _ancestors(instrs: dict[str, str], names: list[str]) -> dict[str, set]:
     return out
 
 
+def moved_in_loops(text: str, shapes: list[tuple[int, ...]],
+                   ops: tuple[str, ...] = ("copy", "transpose")) -> list[str]:
+    """Instructions ``ops`` (copies and transposes) of an array of one of ``shapes`` (any
+    order of the dimensions) inside the loop bodies of one compiled module (HLO text),
+    counting the fusions and branches a body calls: the whole-array moves a loop pays in
+    every iteration."""
+    comps = computations(text)
+    inside = {b for instrs in comps.values() for rhs in instrs.values()
+              for b in re.findall(r"body=%([\w.\-]+)", rhs)}
+    todo = list(inside)
+    while todo:
+        for rhs in comps[todo.pop()].values():
+            for sub in _SUBCOMPUTATION.findall(rhs):
+                if sub in comps and sub not in inside:
+                    inside.add(sub)
+                    todo.append(sub)
+    wanted = {tuple(sorted(shape)) for shape in shapes}
+    out = []
+    for c in sorted(inside):
+        for name, rhs in comps[c].items():
+            shape = _SHAPE.match(rhs)
+            dims = tuple(sorted(int(v) for v in shape.group(1).split(",") if v)) if shape else ()
+            if dims in wanted and re.search(rf"\b({'|'.join(ops)})\(", rhs):
+                out.append(f"{c}: {describe(text, name)}")
+    return out
+
+
 def describe(text: str, name: str) -> str:
     """The op_name and source line XLA recorded for instruction ``name``."""
     for line in text.splitlines():

@@ -455,9 +455,7 @@ def test_admm_loop_neither_copies_nor_transposes_its_anderson_buffers():
     """The ADMM's Anderson memory, two (memory, 2dm) buffers, is read and updated in place in
     its loop: no whole-buffer copy or transpose per iteration (``dX.T @ γ`` had XLA transpose
     both buffers every iteration, 17 % of the School trace-norm fit's CPU time)."""
-    import re
-
-    from hlo_hazards import _SUBCOMPUTATION, computations
+    from hlo_hazards import moved_in_loops
 
     from bayesmtl.inference.profile import profile_admm
     from bayesmtl.models.schatten import _schatten_args, _schatten_penalty, _schatten_prox
@@ -470,18 +468,5 @@ def test_admm_loop_neither_copies_nor_transposes_its_anderson_buffers():
     text = profile_admm.lower(term, 0.0, _schatten_prox, _schatten_penalty,
                               _schatten_args(1.0, 1.0, 0.5), jnp.zeros((d, m)), jnp.zeros(m),
                               100, 1e-12, memory=memory).compile().as_text()
-    comps = computations(text)
-    inside = {b for instrs in comps.values() for rhs in instrs.values()
-              for b in re.findall(r"body=%([\w.\-]+)", rhs)}
-    assert inside
-    todo = list(inside)  # the loop bodies and everything they call (fusions, branches)
-    while todo:
-        for rhs in comps[todo.pop()].values():
-            for sub in _SUBCOMPUTATION.findall(rhs):
-                if sub in comps and sub not in inside:
-                    inside.add(sub)
-                    todo.append(sub)
-    buffer = re.compile(rf"^f64\[({memory},{2 * d * m}|{2 * d * m},{memory})\]")
-    moved = [f"{c}: {name} = {rhs[:80]}" for c in inside for name, rhs in comps[c].items()
-             if buffer.match(rhs) and re.search(r"\b(copy|transpose)\(", rhs)]
+    moved = moved_in_loops(text, [(memory, 2 * d * m)])
     assert not moved, moved
