@@ -279,7 +279,7 @@ def _c_step(W, C0, J0, U0, rho0, lam, gamma, abs_tol, rel_tol, max_iter, relaxat
         return W[None, :, :] * C.T[:, None, :]
 
     def At(J):  # (m, m): column i is diag(Wᵀ J_i)
-        return jnp.einsum("idk,dk->ki", J, W)
+        return jnp.sum(J * W, axis=1).T  # a reduction, not a batched dot: no transposed J
 
     def x_update(C, v, rho):
         del C
@@ -609,7 +609,7 @@ def _w_step(term, W0, b0, z0, u0, rho0, C, lam, gamma, abs_tol, rel_tol, max_ite
 
     def At(z):
         V, Z = z
-        Wg = alpha * V + jnp.einsum("kdi,ik->di", Z, Ct)
+        Wg = alpha * V + jnp.sum(Z * Ct.T[:, None, :], axis=0)  # a reduction: Z not transposed
         return jnp.concatenate([Wg.T, jnp.zeros((m, 1), Wg.dtype)], axis=1)
 
     def x_update(theta, v, rho):
