@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bayesmtl import MultiTaskData, methods
+from bayesmtl.errors import UnknownTaskError
 from bayesmtl.inference import stats
 
 
@@ -59,6 +60,9 @@ def test_chunk_without_some_tasks_adds_only_its_own(monkeypatch, block_rows):
         np.testing.assert_allclose(out.gram[i], 1.0 + A.T @ A, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(out.cross[i], A.T @ y[task == i], rtol=1e-12, atol=1e-12)
     assert np.all(start.gram == 1.0)  # update returns new moments
+    for bad in (5, -1):  # an index outside [0, m) is an error, not a row dropped or wrapped
+        with pytest.raises(UnknownTaskError, match="task indices"):
+            start.update(X, y, np.r_[task[:-1], bad])
 
 
 def test_gaussian_term_loss_equals_row_loss():

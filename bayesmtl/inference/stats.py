@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data import CLASSIFICATION, MultiTaskData, TaskStatistics
+from ..errors import UnknownTaskError
 from ..models.likelihoods import PAPER_SQUARED_LOSS_NOISE
 from ..models.losses import linear_predictor, task_loss_weights
 
@@ -64,6 +65,8 @@ def accumulate(moments: TaskMoments, X, y, task) -> None:
         order = np.argsort(task, kind="stable")
         X, y, task = X[order], y[order], task[order]
     m = moments.gram.shape[0]
+    if len(task) and not (0 <= task[0] and task[-1] < m):  # sorted: the ends bound the rest
+        raise UnknownTaskError(f"task indices must lie in [0, {m}); got {task[0]} … {task[-1]}")
     _add_segments(moments, _segment_moments(X, y, np.searchsorted(task, np.arange(m + 1))))
 
 
