@@ -54,7 +54,13 @@ def test_chunk_without_some_tasks_adds_only_its_own(monkeypatch, block_rows):
     X, y = rng.normal(size=(9, 2)), rng.normal(size=9)
     start = stats.TaskMoments.zeros(5, 2)
     start.gram[:] = 1.0
+    seen = []  # the chunk's products cover its own range of tasks (1…3), not all m
+    segments = stats._segment_moments
+    monkeypatch.setattr(stats, "_segment_moments",
+                        lambda X, y, offsets: seen.append(len(offsets) - 1) or
+                        segments(X, y, offsets))
     out = start.update(X, y, task)
+    assert seen == [3]
     for i in range(5):
         A = _augmented(X[task == i])
         np.testing.assert_allclose(out.gram[i], 1.0 + A.T @ A, rtol=1e-12, atol=1e-12)

@@ -65,13 +65,23 @@ def accumulate(moments: TaskMoments, X, y, task) -> None:
         order = np.argsort(task, kind="stable")
         X, y, task = X[order], y[order], task[order]
     m = moments.gram.shape[0]
-    if len(task) and not (0 <= task[0] and task[-1] < m):  # sorted: the ends bound the rest
+    if not len(task):
+        return
+    if not (0 <= task[0] and task[-1] < m):  # sorted: the ends bound the rest
         raise UnknownTaskError(f"task indices must lie in [0, {m}); got {task[0]} … {task[-1]}")
-    _add_segments(moments, _segment_moments(X, y, np.searchsorted(task, np.arange(m + 1))))
+    first, last = int(task[0]), int(task[-1]) + 1  # only the chunk's range of tasks
+    total = _segment_moments(X, y, np.searchsorted(task, np.arange(first, last + 1)))
+    gram, cross, yy = moments
+    D = gram.shape[1]
+    gram[first:last] += total[:, :D, :D]
+    cross[first:last] += total[:, :D, D]
+    yy[first:last] += total[:, D, D]
 
 
-#: rows per block of :func:`_segment_moments` (bounds the temporary copy with the ones column)
-_BLOCK_ROWS = 65536
+#: rows per block of :func:`_segment_moments` (bounds the temporary copy with the ones column:
+#: 13 MB at d = 100, where 65,536 rows per block were slower, 0.51–0.75 s against 0.46–0.50 s
+#: for 10⁶ rows)
+_BLOCK_ROWS = 16384
 
 
 def _segment_moments(X, y, offsets):
@@ -83,11 +93,13 @@ def _segment_moments(X, y, offsets):
     N, d = X.shape
     offsets = [int(o) for o in offsets]
     total = np.zeros((len(offsets) - 1, d + 2, d + 2))
+    buffer = np.empty((min(_BLOCK_ROWS, N), d + 2))  # one for all blocks: a fresh one per
+    buffer[:, d] = 1.0  # block cost 0.4 s of page faults at 10⁶ × 100 rows
     task = 0
     for lo in range(0, N, _BLOCK_ROWS):
         hi = min(lo + _BLOCK_ROWS, N)
-        Z = np.empty((hi - lo, d + 2))
-        Z[:, :d], Z[:, d], Z[:, d + 1] = X[lo:hi], 1.0, y[lo:hi]
+        Z = buffer[:hi - lo]
+        Z[:, :d], Z[:, d + 1] = X[lo:hi], y[lo:hi]
         while task < len(offsets) - 1 and offsets[task] < hi:
             a, b = max(offsets[task], lo) - lo, min(offsets[task + 1], hi) - lo
             if b > a:
@@ -99,15 +111,6 @@ def _segment_moments(X, y, offsets):
     return total
 
 
-def _add_segments(moments: TaskMoments, total) -> None:
-    """Add :func:`_segment_moments`' (m, d+2, d+2) products to ``moments`` in place."""
-    gram, cross, yy = moments
-    D = gram.shape[1]
-    gram += total[:, :D, :D]
-    cross += total[:, :D, D]
-    yy += total[:, D, D]
-
-
 def task_moments(data: MultiTaskData) -> TaskMoments:
     """The per-task moments of ``data`` (rows sorted by task, as MultiTaskData keeps them),
     computed once per data object and cached on it; a
@@ -117,12 +120,15 @@ def task_moments(data: MultiTaskData) -> TaskMoments:
     cache = data._cache
     if "moments" not in cache:
         m, d = data.n_tasks, data.n_features
-        moments = TaskMoments.zeros(m, d)
         if np.all(np.diff(data.task) >= 0):
             offsets = np.concatenate([[0], np.cumsum(data.n_per_task)])
-            _add_segments(moments, _segment_moments(np.asarray(data.X, np.float64),
-                                                    np.asarray(data.y, np.float64), offsets))
+            total = _segment_moments(np.asarray(data.X, np.float64),
+                                     np.asarray(data.y, np.float64), offsets)
+            # views of the one (m, d+2, d+2) array: no second copy of the moments
+            moments = TaskMoments(total[:, :d + 1, :d + 1], total[:, :d + 1, d + 1],
+                                  total[:, d + 1, d + 1])
         else:
+            moments = TaskMoments.zeros(m, d)
             accumulate(moments, data.X, data.y, data.task)
         cache["moments"] = moments
     return cache["moments"]
