@@ -70,12 +70,9 @@ def accumulate(moments: TaskMoments, X, y, task) -> None:
     if not (0 <= task[0] and task[-1] < m):  # sorted: the ends bound the rest
         raise UnknownTaskError(f"task indices must lie in [0, {m}); got {task[0]} … {task[-1]}")
     first, last = int(task[0]), int(task[-1]) + 1  # only the chunk's range of tasks
-    total = _segment_moments(X, y, np.searchsorted(task, np.arange(first, last + 1)))
-    gram, cross, yy = moments
-    D = gram.shape[1]
-    gram[first:last] += total[:, :D, :D]
-    cross[first:last] += total[:, :D, D]
-    yy[first:last] += total[:, D, D]
+    chunk = _as_moments(_segment_moments(X, y, np.searchsorted(task, np.arange(first, last + 1))))
+    for mine, theirs in zip(moments, chunk, strict=True):
+        mine[first:last] += theirs
 
 
 #: rows per block of :func:`_segment_moments` (bounds the temporary copy with the ones column:
@@ -111,6 +108,13 @@ def _segment_moments(X, y, offsets):
     return total
 
 
+def _as_moments(total) -> TaskMoments:
+    """The :class:`TaskMoments` in :func:`_segment_moments`' products (m, d+2, d+2), as views:
+    x̃ᵀx̃ is the leading (d+1) block, x̃ᵀy the next column, yᵀy the last entry."""
+    D = total.shape[1] - 1
+    return TaskMoments(total[:, :D, :D], total[:, :D, D], total[:, D, D])
+
+
 def task_moments(data: MultiTaskData) -> TaskMoments:
     """The per-task moments of ``data`` (rows sorted by task, as MultiTaskData keeps them),
     computed once per data object and cached on it; a
@@ -122,11 +126,9 @@ def task_moments(data: MultiTaskData) -> TaskMoments:
         m, d = data.n_tasks, data.n_features
         if np.all(np.diff(data.task) >= 0):
             offsets = np.concatenate([[0], np.cumsum(data.n_per_task)])
-            total = _segment_moments(np.asarray(data.X, np.float64),
-                                     np.asarray(data.y, np.float64), offsets)
             # views of the one (m, d+2, d+2) array: no second copy of the moments
-            moments = TaskMoments(total[:, :d + 1, :d + 1], total[:, :d + 1, d + 1],
-                                  total[:, d + 1, d + 1])
+            moments = _as_moments(_segment_moments(np.asarray(data.X, np.float64),
+                                                   np.asarray(data.y, np.float64), offsets))
         else:
             moments = TaskMoments.zeros(m, d)
             accumulate(moments, data.X, data.y, data.task)
